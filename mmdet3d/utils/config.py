@@ -1,0 +1,181 @@
+"""BEVFusion-style YAML configs.
+
+Loading ``configs/a/b/c.yaml`` merges ``configs/default.yaml``, ``configs/a/default.yaml``,
+``configs/a/b/default.yaml`` and then ``c.yaml`` (dicts merge deeply; scalars, lists and ``null`` replace), applies
+command-line overrides ``--a.b value`` (values typed as YAML), and finally evaluates every ``${expr}`` string as a
+Python expression over the merged tree (``${image_size}``, ``${[x / 8 for x in image_size]}``, ``${model.heads}``).
+
+One addition to BEVFusion's format: a file may name ``_base_: <path or list of paths>`` (relative to itself); the
+whole chain of each base is merged before that file. It lets ``configs/synthetic`` reuse the nuScenes tree instead of
+copying it.
+"""
+import copy
+import os
+
+import yaml
+from mmengine.config import Config
+from torchpack.utils.config import Config as MergeTree
+from torchpack.utils.io import load as load_yaml
+
+CONFIG_ROOT_NAME = "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded: the message names the file and the key."""
+
+
+class _AttrDict(dict):
+    """Read-only attribute view so that ``${model.heads.object}`` works inside expressions."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError as e:
+            raise AttributeError(key) from e
+
+
+def _read(file):
+    try:
+        content = load_yaml(file)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file}: invalid YAML ({e})") from e
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping, got {type(content).__name__}")
+    return content
+
+
+def _folder_chain(path):
+    folders = []
+    folder = os.path.dirname(path)
+    while True:
+        folders.append(folder)
+        if os.path.basename(folder) == CONFIG_ROOT_NAME or os.path.dirname(folder) == folder:
+            break
+        folder = os.path.dirname(folder)
+    chain = [os.path.join(f, "default.yaml") for f in reversed(folders)]
+    return [f for f in chain if os.path.isfile(f) and f != path] + [path]
+
+
+def config_chain(path, _visiting=()):
+    """The files merged for ``path``, in order: every ``default.yaml`` from the ``configs`` root down, then ``path``,
+    each preceded by the chains of its ``_base_`` files."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path in _visiting:
+        raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(_visiting)}")
+    chain = []
+    for file in _folder_chain(path):
+        bases = _read(file).get("_base_") or []
+        for base in [bases] if isinstance(bases, str) else bases:
+            base_path = os.path.join(os.path.dirname(file), base)
+            if not os.path.isfile(base_path):
+                raise ConfigError(f"{file}: _base_ file not found: {base_path}")
+            chain += config_chain(base_path, _visiting + (path,))
+        chain.append(file)
+    seen = set()
+    return [f for f in chain if not (f in seen or seen.add(f))]
+
+
+def split_cli_overrides(argv):
+    """``['--a.b', '1', '--c=x']`` -> ``[('a.b', '1'), ('c', 'x')]``; a dangling flag is an error."""
+    pairs = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"override '{token}' must look like --key.subkey value")
+        token = token[2:]
+        if "=" in token:
+            key, value = token.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"override --{token} has no value")
+            key, value = token, argv[i + 1]
+            i += 2
+        pairs.append((key, value))
+    return pairs
+
+
+def apply_overrides(tree, overrides, source="command line"):
+    """Sets ``key.sub = yaml(value)`` for each pair; the key must already exist in the merged tree."""
+    for key, raw in overrides:
+        node = tree
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                missing = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override --{key} from the {source}: key '{missing}' exists nowhere in the config")
+            if depth < len(parts) - 1:
+                node = node[part]
+        try:
+            value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override --{key}: value {raw!r} is not valid YAML ({e})") from e
+        node[parts[-1]] = _float_if_numeric(value)
+    return tree
+
+
+def _float_if_numeric(value):
+    # PyYAML follows YAML 1.1, where "3e-4" (no dot) is a string; on a command line it is meant as a number.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _attr_view(obj):
+    if isinstance(obj, dict):
+        return _AttrDict({k: _attr_view(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [_attr_view(v) for v in obj]
+    return obj
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def evaluate_expressions(tree, filename="<config>"):
+    """Replaces every ``${expr}`` string by ``eval(expr)`` over the merged tree (top-level keys are names)."""
+    scope = _attr_view(copy.deepcopy(tree))
+
+    def visit(obj, where):
+        if isinstance(obj, dict):
+            return {k: visit(v, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [visit(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        if isinstance(obj, str) and obj.startswith("${") and obj.endswith("}"):
+            expr = obj[2:-1]
+            try:
+                value = eval(expr, {"__builtins__": __builtins__}, dict(scope))
+            except Exception as e:
+                raise ConfigError(f"{filename}: key '{where}': cannot evaluate ${{{expr}}}: "
+                                  f"{type(e).__name__}: {e}") from e
+            return visit(_plain(value), where)
+        return obj
+
+    return visit(tree, "")
+
+
+def load_config(path, overrides=None):
+    """Loads a config file with its ``default.yaml`` chain, CLI overrides (a list of ``--a.b value`` tokens or of
+    ``(key, value)`` pairs) and ``${}`` evaluation; returns an mmengine ``Config``."""
+    tree = MergeTree()
+    for file in config_chain(path):
+        tree.update({k: v for k, v in _read(file).items() if k != "_base_"})
+    tree = _plain(tree)
+    if overrides:
+        pairs = split_cli_overrides(overrides) if isinstance(overrides[0], str) else list(overrides)
+        apply_overrides(tree, pairs)
+    tree = evaluate_expressions(tree, filename=path)
+    return Config(tree, filename=os.path.abspath(path))

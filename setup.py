@@ -1,0 +1,66 @@
+"""Installs the ``mmdet3d`` package (SimDistill re-implementation).
+
+The CUDA extension ``mmdet3d._ext`` is compiled from ``mmdet3d/ops/*/src`` when a CUDA toolkit and a CUDA-enabled
+torch are present, or always with ``FORCE_CUDA=1``. Without them the package installs without the extension and
+every op runs its pure-PyTorch path.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+DEFAULT_ARCHS = "8.0;8.6;8.9;9.0"
+
+
+def cuda_extensions():
+    sources = sorted(glob.glob("mmdet3d/ops/*/src/*.cpp") + glob.glob("mmdet3d/ops/*/src/*.cu"))
+    if not sources:
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+    except ImportError:
+        return [], {}
+    forced = os.environ.get("FORCE_CUDA", "0") == "1"
+    if not forced and not (torch.cuda.is_available() and CUDA_HOME is not None):
+        return [], {}
+    if CUDA_HOME is None:
+        raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+    ext = CUDAExtension(
+        name="mmdet3d._ext",
+        sources=sources,
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+    )
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = cuda_extensions()
+
+setup(
+    name="simdistill",
+    version="0.1.0",
+    description="SimDistill: camera-only BEV 3D detection distilled from a LiDAR-camera teacher (BEVFusion fork)",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mmdet3d", "mmdet3d.*"]),
+    package_data={"mmdet3d": ["ops/*/src/*"]},
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy>=1.24,<2",
+        "mmengine>=0.10,<0.11",
+        "torchpack>=0.3.1",
+        "nuscenes-devkit>=1.1.11,<1.3",
+        "numba>=0.58",
+        "Pillow>=9",
+        "tqdm>=4.60",
+        "pyyaml>=6",
+        "tensorboard>=2.12",
+        "shapely>=2",
+    ],
+    extras_require={"spconv": ["spconv>=2.3.6"], "test": ["pytest>=7", "pytest-xdist>=3"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)
