@@ -9,7 +9,6 @@ One addition to BEVFusion's format: a file may name ``_base_: <path or list of p
 whole chain of each base is merged before that file. It lets ``configs/synthetic`` reuse the nuScenes tree instead of
 copying it.
 """
-import copy
 import os
 
 import yaml
@@ -22,16 +21,6 @@ CONFIG_ROOT_NAME = "configs"
 
 class ConfigError(ValueError):
     """A config that cannot be loaded: the message names the file and the key."""
-
-
-class _AttrDict(dict):
-    """Read-only attribute view so that ``${model.heads.object}`` works inside expressions."""
-
-    def __getattr__(self, key):
-        try:
-            return self[key]
-        except KeyError as e:
-            raise AttributeError(key) from e
 
 
 def _read(file):
@@ -129,14 +118,6 @@ def _float_if_numeric(value):
     return value
 
 
-def _attr_view(obj):
-    if isinstance(obj, dict):
-        return _AttrDict({k: _attr_view(v) for k, v in obj.items()})
-    if isinstance(obj, list):
-        return [_attr_view(v) for v in obj]
-    return obj
-
-
 def _plain(obj):
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -145,26 +126,104 @@ def _plain(obj):
     return obj
 
 
-def evaluate_expressions(tree, filename="<config>"):
-    """Replaces every ``${expr}`` string by ``eval(expr)`` over the merged tree (top-level keys are names)."""
-    scope = _attr_view(copy.deepcopy(tree))
+def _is_expression(value):
+    return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
-    def visit(obj, where):
+
+class _Evaluator:
+    """Resolves ``${}`` lazily: a name used in an expression is itself resolved first, so expressions may refer to
+    keys that are expressions (``a: ${b * 2}``, ``b: ${c + 1}``); cycles are reported."""
+
+    def __init__(self, tree, filename):
+        self.tree, self.filename = tree, filename
+        self.cache, self.active = {}, []
+
+    def raw(self, path):
+        node = self.tree
+        for key in path:
+            node = node[key]
+        return node
+
+    def value(self, path):
+        if path in self.cache:
+            return self.cache[path]
+        raw = self.raw(path)
+        if isinstance(raw, dict):
+            out = {k: self.value(path + (k,)) for k in raw}
+        elif isinstance(raw, list):
+            out = [self.value(path + (i,)) for i in range(len(raw))]
+        elif _is_expression(raw):
+            out = self._evaluate(raw[2:-1], path)
+        else:
+            out = raw
+        self.cache[path] = out
+        return out
+
+    def _evaluate(self, expr, path):
+        where = ".".join(str(p) for p in path)
+        if path in self.active:
+            chain = " -> ".join(".".join(map(str, p)) for p in self.active + [path])
+            raise ConfigError(f"{self.filename}: key '{where}': ${{}} references form a cycle: {chain}")
+        self.active.append(path)
+        try:
+            result = eval(expr, {"__builtins__": __builtins__}, _Scope(self, ()))
+            return self.materialise(result)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"{self.filename}: key '{where}': cannot evaluate ${{{expr}}}: "
+                              f"{type(e).__name__}: {e}") from e
+        finally:
+            self.active.pop()
+
+    def materialise(self, obj):
+        if isinstance(obj, _Scope):
+            return self.value(obj.path)
         if isinstance(obj, dict):
-            return {k: visit(v, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [visit(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        if isinstance(obj, str) and obj.startswith("${") and obj.endswith("}"):
-            expr = obj[2:-1]
-            try:
-                value = eval(expr, {"__builtins__": __builtins__}, dict(scope))
-            except Exception as e:
-                raise ConfigError(f"{filename}: key '{where}': cannot evaluate ${{{expr}}}: "
-                                  f"{type(e).__name__}: {e}") from e
-            return visit(_plain(value), where)
+            return {k: self.materialise(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.materialise(v) for v in obj]
         return obj
 
-    return visit(tree, "")
+
+class _Scope:
+    """A config subtree seen from an expression: names and attributes resolve to evaluated values."""
+
+    def __init__(self, evaluator, path):
+        self.evaluator, self.path = evaluator, path
+
+    def _child(self, key):
+        node = self.evaluator.raw(self.path)
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(key)
+        if isinstance(node[key], dict):
+            return _Scope(self.evaluator, self.path + (key,))
+        return self.evaluator.value(self.path + (key,))
+
+    def __getitem__(self, key):
+        return self._child(key)
+
+    def __getattr__(self, key):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return self._child(key)
+        except KeyError as e:
+            raise AttributeError(f"config has no key '{'.'.join(map(str, self.path + (key,)))}'") from e
+
+    def get(self, key, default=None):
+        try:
+            return self._child(key)
+        except KeyError:
+            return default
+
+    def keys(self):
+        return self.evaluator.raw(self.path).keys()
+
+
+def evaluate_expressions(tree, filename="<config>"):
+    """Replaces every ``${expr}`` string by ``eval(expr)`` over the merged tree (top-level keys are names)."""
+    return _Evaluator(tree, filename).value(())
 
 
 def load_config(path, overrides=None):

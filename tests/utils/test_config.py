@@ -109,3 +109,18 @@ def test_missing_file():
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert "object_classes" in cfg or os.path.basename(path) == "default.yaml"
+
+
+def test_expressions_may_use_expressions_and_cycles_are_named(tmp_path):
+    leaf = write(str(tmp_path / "configs" / "chain.yaml"), """
+        c: 2
+        b: ${c + 1}
+        a: ${b * 2}
+        sub: {x: "${a}", y: [${sub.x}, 1]}
+        view: ${sub}
+    """)
+    cfg = load_config(leaf)
+    assert (cfg.a, cfg.b, cfg.sub.y, cfg.view) == (6, 3, [6, 1], {"x": 6, "y": [6, 1]})
+    cyclic = write(str(tmp_path / "configs" / "cycle.yaml"), "p: ${q}\nq: ${p}\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(cyclic)
