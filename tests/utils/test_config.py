@@ -116,7 +116,7 @@ def test_expressions_may_use_expressions_and_cycles_are_named(tmp_path):
         c: 2
         b: ${c + 1}
         a: ${b * 2}
-        sub: {x: "${a}", y: [${sub.x}, 1]}
+        sub: {x: "${a}", y: ["${sub.x}", 1]}
         view: ${sub}
     """)
     cfg = load_config(leaf)
