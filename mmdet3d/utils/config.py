@@ -48,22 +48,30 @@ def _folder_chain(path):
 
 
 def config_chain(path, _visiting=()):
-    """The files merged for ``path``, in order: every ``default.yaml`` from the ``configs`` root down, then ``path``,
-    each preceded by the chains of its ``_base_`` files."""
+    """The files merged for ``path``, in order: the chains of its ``_base_`` files, then every ``default.yaml`` from
+    the ``configs`` root down (each preceded by the chains of its own bases), then ``path``. A file already merged
+    is not merged again."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     if path in _visiting:
         raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(_visiting)}")
-    chain = []
-    for file in _folder_chain(path):
-        bases = _read(file).get("_base_") or []
-        for base in [bases] if isinstance(bases, str) else bases:
+
+    def bases(file):
+        names = _read(file).get("_base_") or []
+        out = []
+        for base in [names] if isinstance(names, str) else names:
             base_path = os.path.join(os.path.dirname(file), base)
             if not os.path.isfile(base_path):
                 raise ConfigError(f"{file}: _base_ file not found: {base_path}")
-            chain += config_chain(base_path, _visiting + (path,))
-        chain.append(file)
+            out += config_chain(base_path, _visiting + (path,))
+        return out
+
+    *defaults, leaf = _folder_chain(path)
+    chain = bases(leaf)
+    for file in defaults:
+        chain += bases(file) + [file]
+    chain.append(leaf)
     seen = set()
     return [f for f in chain if not (f in seen or seen.add(f))]
 
