@@ -1,0 +1,3 @@
+from .conv import ConvFuser
+
+__all__ = ["ConvFuser"]

@@ -1,0 +1,4 @@
+from .generalized_lss import GeneralizedLSSFPN
+from .lss import LSSFPN
+
+__all__ = ["GeneralizedLSSFPN", "LSSFPN"]

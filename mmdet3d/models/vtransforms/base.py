@@ -1,0 +1,102 @@
+"""Lift-splat geometry shared by the camera-to-BEV view transforms.
+
+A frustum of (image column, image row, depth) points on the feature grid is mapped into the (augmented) LiDAR frame
+through the inverse image augmentation, the inverse intrinsics, camera-to-LiDAR and the LiDAR augmentation; features
+weighted by a per-pixel depth distribution are then summed per BEV cell by ``bev_pool_depth``.
+"""
+import math
+
+import torch
+from torch import nn
+
+from mmdet3d.ops import bev_pool_depth
+
+__all__ = ["BaseTransform", "make_downsample"]
+
+
+def _num_cells(bound, name):
+    lo, hi, step = bound
+    count = (hi - lo) / step
+    if step <= 0 or abs(count - round(count)) > 1e-6 or round(count) < 1:
+        raise ValueError(f"{name} {list(bound)}: (max - min) / step must be a positive integer")
+    return int(round(count))
+
+
+def make_downsample(channels, factor):
+    """BEVFusion's BEV downsample: conv3x3, conv3x3 with stride ``factor``, conv3x3 (no bias, BN + ReLU each)."""
+    if factor == 1:
+        return nn.Identity()
+    layers = []
+    for stride in (1, factor, 1):
+        layers += [nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False),
+                   nn.BatchNorm2d(channels), nn.ReLU(True)]
+    return nn.Sequential(*layers)
+
+
+class BaseTransform(nn.Module):
+    """Frustum, geometry and BEV pooling; subclasses provide ``get_cam_feats`` and ``forward``.
+
+    ``image_size``/``feature_size`` are (H, W). ``xbound``/``ybound``/``zbound`` = (min, max, step) of the BEV grid
+    in metres, ``dbound`` = (min, max, step) of the depth bins. The pooled map is [B, out_channels * Z, X, Y].
+    """
+
+    def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound):
+        super().__init__()
+        self.in_channels = in_channels
+        self.C = out_channels
+        self.image_size = tuple(image_size)
+        self.feature_size = tuple(feature_size)
+        self.grid_size = tuple(_num_cells(b, n) for b, n in ((xbound, "xbound"), (ybound, "ybound"),
+                                                              (zbound, "zbound")))
+        self.register_buffer("grid_lower", torch.tensor([xbound[0], ybound[0], zbound[0]], dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("grid_step", torch.tensor([xbound[2], ybound[2], zbound[2]], dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("frustum", self.create_frustum(dbound), persistent=False)
+        self.D = self.frustum.shape[0]
+
+    def create_frustum(self, dbound):
+        """[D, fH, fW, 3] of (image column, image row, depth); feature pixels span image pixel centres 0..W-1."""
+        img_h, img_w = self.image_size
+        feat_h, feat_w = self.feature_size
+        lo, hi, step = dbound
+        if step <= 0 or hi <= lo:
+            raise ValueError(f"dbound {list(dbound)}: need min < max and step > 0")
+        num_d = math.ceil((hi - lo) / step - 1e-9)
+        ds = (lo + step * torch.arange(num_d, dtype=torch.float64)).float()
+        xs = torch.linspace(0, img_w - 1, feat_w)
+        ys = torch.linspace(0, img_h - 1, feat_h)
+        d, y, x = torch.meshgrid(ds, ys, xs, indexing="ij")
+        return torch.stack([x, y, d], dim=-1)
+
+    def get_geometry(self, camera2lidar, camera_intrinsics, img_aug_matrix, lidar_aug_matrix):
+        """Frustum points in the augmented LiDAR frame, [B, N, D, fH, fW, 3].
+
+        camera2lidar, camera_intrinsics, img_aug_matrix: [B, N, 4, 4]; lidar_aug_matrix: [B, 4, 4].
+        """
+        _check_matrix(camera2lidar, "camera2lidar", 4)
+        _check_matrix(camera_intrinsics, "camera_intrinsics", 4)
+        _check_matrix(img_aug_matrix, "img_aug_matrix", 4)
+        _check_matrix(lidar_aug_matrix, "lidar_aug_matrix", 3)
+        frustum = self.frustum.to(camera2lidar.dtype)
+        ones = torch.ones_like(frustum[..., :1])
+        pix = torch.einsum("bnij,dhwj->bndhwi", torch.inverse(img_aug_matrix), torch.cat([frustum, ones], -1))
+        depth = pix[..., 2:3]
+        cam = torch.cat([pix[..., :2] * depth, depth, ones.expand_as(depth)], dim=-1)
+        to_lidar = lidar_aug_matrix[:, None] @ camera2lidar @ torch.inverse(camera_intrinsics)
+        return torch.einsum("bnij,bndhwj->bndhwi", to_lidar[..., :3, :], cam)
+
+    def voxel_coords(self, geom):
+        """Integer (x, y, z) BEV cell of each frustum point, [B*N, D, fH, fW, 3]; cells outside the grid included."""
+        coords = torch.floor((geom - self.grid_lower) / self.grid_step).long()
+        return coords.flatten(0, 1)
+
+    def bev_pool(self, geom, depth, feats):
+        """Sum ``depth`` x ``feats`` per BEV cell: depth [B*N, D, fH, fW], feats [B*N, C, fH, fW] -> [B, C*Z, X, Y]."""
+        return bev_pool_depth(depth, feats, self.voxel_coords(geom), geom.shape[0], self.grid_size)
+
+
+def _check_matrix(m, name, ndim):
+    if m.dim() != ndim or m.shape[-2:] != (4, 4):
+        want = "[B, N, 4, 4]" if ndim == 4 else "[B, 4, 4]"
+        raise ValueError(f"{name} must be {want}, got {list(m.shape)}")

@@ -1,0 +1,45 @@
+"""Lift-Splat-Shoot view transform from image features alone (BEVFusion's camera-only ``LSSTransform``)."""
+import torch
+from torch import nn
+
+from mmdet3d.registry import MODELS
+
+from .base import BaseTransform, make_downsample
+
+__all__ = ["LSSTransform"]
+
+
+@MODELS.register_module()
+class LSSTransform(BaseTransform):
+    """A 1x1 ``depthnet`` predicts D depth logits and C context channels per feature pixel; their outer product is
+    pooled into BEV and downsampled by ``downsample``.
+    """
+
+    def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
+                 downsample=1):
+        super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound)
+        self.depthnet = nn.Conv2d(in_channels, self.D + self.C, 1)
+        self.downsample = make_downsample(out_channels, downsample)
+
+    def get_cam_feats(self, img):
+        """img [B, N, C_in, fH, fW] -> depth probabilities [B*N, D, fH, fW], context [B*N, C, fH, fW]."""
+        x = self.depthnet(img.flatten(0, 1))
+        return x[:, :self.D].softmax(dim=1), x[:, self.D:self.D + self.C]
+
+    def forward(self, img, points, camera2ego, lidar2ego, lidar2camera, lidar2image, camera_intrinsics, camera2lidar,
+                img_aug_matrix, lidar_aug_matrix, metas):
+        """Returns (BEV [B, C*Z, X/ds, Y/ds], depth probabilities [B*N, D, fH, fW]); ``points`` is unused."""
+        _check_features(img, self)
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            geom = self.get_geometry(camera2lidar.float(), camera_intrinsics.float(), img_aug_matrix.float(),
+                                     lidar_aug_matrix.float())
+            depth, feats = self.get_cam_feats(img.float())
+            bev = self.downsample(self.bev_pool(geom, depth, feats))
+        return bev, depth
+
+
+def _check_features(img, transform):
+    want = (transform.in_channels, *transform.feature_size)
+    if img.dim() != 5 or tuple(img.shape[2:]) != want:
+        raise ValueError(f"{type(transform).__name__}: img features must be [B, N, {want[0]}, {want[1]}, {want[2]}], "
+                         f"got {list(img.shape)}")
