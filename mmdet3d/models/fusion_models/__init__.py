@@ -1,0 +1,5 @@
+from .bevfusion import BEVFusion
+from .gcm import BEVDeformableAttention
+from .simdistill import SimDistill
+
+__all__ = ["BEVFusion", "BEVDeformableAttention", "SimDistill"]

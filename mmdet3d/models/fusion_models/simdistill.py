@@ -1,0 +1,258 @@
+"""SimDistill: a camera-only student that simulates the teacher's LiDAR-camera fusion, distilled from a frozen
+BEVFusion teacher (Zhao et al., AAAI 2024).
+
+Student (images only):
+    backbone -> neck -> vtransform   -> sim-LiDAR BEV --GCM (+ residual)--\
+                     \-> vtransform2 -> camera BEV  ----------------------> fuser_student -> decoder -> CenterHead
+Losses: GT detection + IMD (camera BEV vs teacher camera BEV) + CMD (trans_student(sim-LiDAR BEV) vs teacher LiDAR
+BEV, object-masked) + MMD-F (fused vs teacher fused) + MMD-P (heatmap and box KD).
+
+The teacher modules keep BEVFusion's names (``encoders``, ``fuser``, ``decoder``, ``heads``), the student's get
+``*_student`` and the GCM is ``deformAttn``, as in the released code, so its checkpoints map key for key.
+"""
+import copy
+import dataclasses
+
+import torch
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+from mmdet3d.models.heads.centerpoint import REG_HEADS, gather_feat
+from mmdet3d.models.losses import distill
+from mmdet3d.registry import MODELS
+
+from .bevfusion import BEVFusion, CAMERA_MATRICES, attach_tokens, build_camera_encoder, build_decoder, build_heads, \
+    set_frozen
+from .gcm import BEVDeformableAttention
+
+DISTILL_FLAGS = ("fusion_feature", "plidar_feature", "plidar_mask", "img_feature", "prediction_distill",
+                 "bev_DeformAttn")
+DEFAULT_WEIGHTS = {"fusion_feature": 1.0, "img_feature": 1.0, "plidar_feature": 1.0, "kd_cls": 0.25, "kd_box": 0.25}
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialSwitches:
+    """Where the released code departs from the paper (DESIGN §2). All False = the paper; ``official: true`` in the
+    config sets all of them, a dict sets them one by one."""
+
+    student_depth_input: bool = False      # F1: the student's view transform gets LiDAR depth
+    shared_vtransform: bool = False        # F2: one student view transform called twice
+    trainable_teacher_fuser: bool = False  # F5: teacher fuser trains and its outputs keep their graph
+    corner_reference: bool = False         # F9: GCM reference points at i/H
+    kd_losses: bool = False                # F6/F7: the double-sigmoid heatmap KD and the unmasked box KD
+    cmd_loss: bool = False                 # F8: 100 x mean over all elements
+    random_student_init: bool = False      # F3: no copy of the teacher camera encoder
+
+    @classmethod
+    def from_config(cls, cfg):
+        if cfg is None or cfg is False:
+            return cls()
+        if cfg is True:
+            return cls(**{f.name: True for f in dataclasses.fields(cls)})
+        unknown = set(cfg) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"model.official: unknown switches {sorted(unknown)}")
+        return cls(**cfg)
+
+
+def student_camera_config(camera_cfg, depth_input):
+    """The student's camera encoder: the teacher's, with a camera-only view transform unless LiDAR depth is fed."""
+    cfg = copy.deepcopy(dict(camera_cfg))
+    vtransform = dict(cfg["vtransform"])
+    if not depth_input:
+        vtransform["type"] = "LSSTransform"
+    cfg["vtransform"] = vtransform
+    return cfg
+
+
+def bev_cells(vtransform_cfg, bound):
+    """Cells of the view transform's output BEV along one axis (after its downsample)."""
+    lo, hi, step = vtransform_cfg[bound]
+    return round((hi - lo) / step) // vtransform_cfg.get("downsample", 1)
+
+
+@MODELS.register_module()
+class SimDistill(BEVFusion):
+    """Teacher (frozen BEVFusion) + simulated-fusion student.
+
+    Args (beyond BEVFusion's, which describe the teacher):
+        fuser_student: fuses [sim-LiDAR BEV, camera BEV] (80 + 80 -> 256).
+        trans_student: maps the sim-LiDAR BEV to the teacher's LiDAR channels for CMD (80 -> 256).
+        teacher_checkpoint: weights of a trained teacher (our BEVFusion checkpoint).
+        distill_weights: loss weights, keys of ``DEFAULT_WEIGHTS``.
+        official: switches of ``OfficialSwitches``.
+        encoders: the teacher encoders, plus the original's flags ``fusion_feature``, ``plidar_feature``,
+            ``plidar_mask``, ``img_feature``, ``prediction_distill``, ``bev_DeformAttn``.
+    """
+
+    def __init__(self, encoders, decoder, heads, fuser, fuser_student, trans_student, teacher_checkpoint=None,
+                 distill_weights=None, official=None, gcm=None, data_preprocessor=None, init_cfg=None, **_ignored):
+        super().__init__(encoders=encoders, decoder=decoder, heads=heads, fuser=fuser,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if set(self.encoders) != {"camera", "lidar"}:
+            raise ValueError("SimDistill: the teacher needs both model.encoders.camera and model.encoders.lidar")
+        self.official = OfficialSwitches.from_config(official)
+        self.flags = {name: bool(encoders.get(name, True)) for name in DISTILL_FLAGS}
+        self.weights = dict(DEFAULT_WEIGHTS, **(distill_weights or {}))
+        unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"model.distill_weights: unknown keys {sorted(unknown)}")
+
+        camera_cfg = student_camera_config(encoders["camera"], self.official.student_depth_input)
+        self.encoders_student = torch.nn.ModuleDict({"camera": build_camera_encoder(camera_cfg)})
+        if not self.official.shared_vtransform:
+            self.encoders_student["camera"]["vtransform2"] = MODELS.build(camera_cfg["vtransform"])
+        if self.flags["bev_DeformAttn"]:
+            gcm_cfg = dict(gcm or {})
+            channels = camera_cfg["vtransform"]["out_channels"]
+            gcm_cfg.setdefault("bev_h", bev_cells(camera_cfg["vtransform"], "xbound"))
+            gcm_cfg.setdefault("bev_w", bev_cells(camera_cfg["vtransform"], "ybound"))
+            self.deformAttn = BEVDeformableAttention(channels=channels, corner_reference=self.official.corner_reference,
+                                                     **gcm_cfg)
+        self.fuser_student = MODELS.build(fuser_student)
+        if self.flags["plidar_feature"]:
+            self.trans_student = MODELS.build(trans_student)
+        self.decoder_student = build_decoder(decoder)
+        self.heads_student = build_heads(heads)
+
+        if teacher_checkpoint:
+            self.load_teacher(teacher_checkpoint)
+        self.freeze_teacher()
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def teacher_modules(self):
+        names = ["encoders", "decoder", "heads"] + ([] if self.official.trainable_teacher_fuser else ["fuser"])
+        return {n: getattr(self, n) for n in names}
+
+    def freeze_teacher(self):
+        for module in self.teacher_modules().values():
+            set_frozen(module, True)
+
+    def load_teacher(self, path):
+        """Loads a teacher checkpoint (keys ``encoders.*``, ``fuser.*``, ``decoder.*``, ``heads.*``) and, unless the
+        official random init is asked for, starts the student camera backbone and neck from the teacher's."""
+        from mmdet3d.apis.checkpoint import extract_state_dict, read_checkpoint
+
+        state = extract_state_dict(read_checkpoint(path), path)
+        teacher_keys = {k: v for k, v in state.items() if k.split(".")[0] in ("encoders", "fuser", "decoder", "heads")}
+        if not teacher_keys:
+            raise ValueError(f"{path}: no teacher weights (keys encoders.*, fuser.*, decoder.*, heads.*)")
+        _load_checkpoint_to_model(self, teacher_keys, strict=False)
+        missing = [k for k in self.state_dict() if k.split(".")[0] in ("encoders", "fuser", "decoder", "heads")
+                   and k not in teacher_keys]
+        if missing:
+            raise ValueError(f"{path}: teacher weights missing for {len(missing)} keys, e.g. {missing[:3]}")
+        if not self.official.random_student_init:
+            for part in ("backbone", "neck"):
+                self.encoders_student["camera"][part].load_state_dict(self.encoders["camera"][part].state_dict())
+
+    def train(self, mode=True):
+        super().train(mode)
+        for module in self.teacher_modules().values():
+            module.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------------ student
+    def student_bev(self, batch):
+        """(sim-LiDAR BEV after the GCM, camera BEV), each [B, C, X, Y]."""
+        encoder = self.encoders_student["camera"]
+        img = batch["img"]
+        b, n = img.shape[:2]
+        feats = encoder["neck"](encoder["backbone"](img.flatten(0, 1)))
+        if not isinstance(feats, torch.Tensor):
+            feats = feats[0]
+        feats = feats.view(b, n, *feats.shape[1:])
+        points = batch.get("points") if self.official.student_depth_input else None
+        args = (feats, points, *(batch[k] for k in CAMERA_MATRICES))
+        sim_lidar, _ = encoder["vtransform"](*args, metas=batch.get("metas"))
+        second = encoder["vtransform"] if self.official.shared_vtransform else encoder["vtransform2"]
+        camera, _ = second(*args, metas=batch.get("metas"))
+        if self.flags["bev_DeformAttn"]:
+            sim_lidar = self.deformAttn(sim_lidar) + sim_lidar
+        return sim_lidar, camera
+
+    def student_outputs(self, batch):
+        sim_lidar, camera = self.student_bev(batch)
+        fused = self.fuser_student([sim_lidar, camera])
+        preds = self.heads_student["object"](self.decode_with(self.decoder_student, fused))
+        return sim_lidar, camera, fused, preds
+
+    @staticmethod
+    def decode_with(decoder, fused):
+        x = decoder["neck"](decoder["backbone"](fused))
+        return x if isinstance(x, torch.Tensor) else x[0]
+
+    def predict(self, batch):
+        _, _, _, preds = self.student_outputs(batch)
+        return attach_tokens(self.heads_student["object"].get_bboxes(preds, batch.get("metas")), batch.get("metas"))
+
+    def head_outputs(self, batch):
+        return self.student_outputs(batch)[3]
+
+    # ------------------------------------------------------------------------------------------------ teacher
+    def teacher_outputs(self, batch):
+        """Only what the enabled losses need: camera BEV, LiDAR BEV, fused BEV, head outputs."""
+        f = self.flags
+        need_fused = f["fusion_feature"] or f["prediction_distill"]
+        need_camera = f["img_feature"] or need_fused
+        need_lidar = f["plidar_feature"] or need_fused
+        out = {}
+        with torch.no_grad():
+            if need_camera:
+                out["camera"] = self.extract_camera_features(batch)
+            if need_lidar:
+                out["lidar"] = self.extract_lidar_features(batch["points"])
+        if need_fused:
+            with torch.set_grad_enabled(self.official.trainable_teacher_fuser and torch.is_grad_enabled()):
+                out["fused"] = self.fuser([out["camera"], out["lidar"]])
+        if f["prediction_distill"]:
+            with torch.set_grad_enabled(self.official.trainable_teacher_fuser and torch.is_grad_enabled()):
+                out["preds"] = self.heads["object"](self.decode(out["fused"]))
+        return out
+
+    # --------------------------------------------------------------------------------------------------- loss
+    def loss(self, batch):
+        if batch.get("points") is None:
+            raise ValueError("batch['points']: SimDistill training runs the LiDAR teacher and needs points")
+        sim_lidar, camera, fused, preds = self.student_outputs(batch)
+        teacher = self.teacher_outputs(batch)
+        head = self.heads_student["object"]
+        targets = head.get_targets(batch["gt_bboxes_3d"], batch["gt_labels_3d"])
+        losses = {f"loss/object/{k}": v
+                  for k, v in head.loss(batch["gt_bboxes_3d"], batch["gt_labels_3d"], preds, targets).items()}
+        off, w = self.official, self.weights
+        if self.flags["img_feature"]:
+            losses["loss/distill/img_feature"] = w["img_feature"] * distill.feature_mse(
+                camera, teacher["camera"], off.trainable_teacher_fuser)
+        if self.flags["fusion_feature"]:
+            losses["loss/distill/fusion_feature"] = w["fusion_feature"] * distill.feature_mse(
+                fused, teacher["fused"], off.trainable_teacher_fuser)
+        if self.flags["plidar_feature"]:
+            projected = self.trans_student([sim_lidar])
+            if self.flags["plidar_mask"]:
+                mask = head.heatmaps_to_object_mask(targets.heatmaps)
+                losses["loss/distill/plidar_feature"] = w["plidar_feature"] * distill.cross_modal_loss(
+                    projected, teacher["lidar"], mask, off.cmd_loss)
+            else:
+                losses["loss/distill/plidar_feature"] = w["plidar_feature"] * distill.feature_mse(projected,
+                                                                                                   teacher["lidar"])
+        if self.flags["prediction_distill"]:
+            losses.update(self.prediction_distill_losses(targets, preds, teacher["preds"]))
+        return losses
+
+    def prediction_distill_losses(self, targets, student_preds, teacher_preds):
+        code_weights = self.heads_student["object"].train_cfg["code_weights"]
+        off, w = self.official, self.weights
+        losses = {}
+        for t, (s_task, t_task) in enumerate(zip(student_preds, teacher_preds)):
+            losses[f"loss/distill/kd_cls/task{t}"] = w["kd_cls"] * distill.kd_heatmap_loss(
+                s_task["heatmap"], t_task["heatmap"], off.kd_losses)
+            inds = targets.inds[t]
+            losses[f"loss/distill/kd_box/task{t}"] = w["kd_box"] * distill.kd_box_loss(
+                gather_box_code(s_task, inds), gather_box_code(t_task, inds), targets.masks[t], code_weights,
+                off.kd_losses)
+        return losses
+
+
+def gather_box_code(task_preds, inds):
+    """The 10-channel box code [B, K, 10] of one task's outputs at flat BEV indices ``inds`` [B, K]."""
+    return gather_feat(torch.cat([task_preds[name] for name in REG_HEADS], dim=1), inds)
