@@ -1,0 +1,3 @@
+from .centerpoint import CenterHead, CenterTargets, SeparateHead, clip_sigmoid
+
+__all__ = ["CenterHead", "CenterTargets", "SeparateHead", "clip_sigmoid"]
