@@ -1,0 +1,205 @@
+"""Inference latency of a model, with its protocol and a per-module breakdown.
+
+    python tools/benchmark.py CONFIG [CKPT] [--batch-size 1] [--iters 20] [--warmup 5] [--precision fp32|fp16|bf16]
+                              [--device cpu|cuda] [--json OUT] [--a.b value ...]
+
+Timed: ``model(mode="predict", **batch)`` from a collated batch already on the device to the decoded boxes after
+NMS (left on the device); data loading and host copies are excluded. The batch is the first samples of
+``data.val`` when its info file exists, else a fabricated batch of the same shapes (said in the protocol). Without
+CKPT the weights are random, which changes how many boxes reach NMS. For SimDistill only the student runs.
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from mmdet3d.utils import benchmark as bench
+from mmdet3d.utils.config import load_config
+
+TIMED = ('model(mode="predict") from a collated batch already on the device to decoded boxes after NMS '
+         "(left on the device); data loading and host copies excluded")
+
+
+def parse_args(argv=None):
+    """``(args, overrides)``: the tool's own options and the remaining ``--a.b value`` tokens."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("config", help="YAML config under configs/")
+    parser.add_argument("checkpoint", nargs="?", help="model checkpoint (default: random weights)")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=20, help="timed iterations (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first (default 5)")
+    parser.add_argument("--precision", choices=sorted(bench.PRECISIONS), default="fp32",
+                        help="fp32, or fp16/bf16 under torch.autocast")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    parser.add_argument("--json", help="write every number to this JSON file")
+    return parser.parse_known_args(argv)
+
+
+def resolve_device(name):
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def build_model(cfg, checkpoint, device):
+    import mmdet3d.models  # noqa: F401  (registers the models)
+    from mmdet3d.apis.checkpoint import load_checkpoint
+    from mmdet3d.registry import MODELS
+
+    if "model" not in cfg:
+        raise ValueError("config has no 'model' section")
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
+    return model.to(device).eval()
+
+
+def load_batch(cfg, batch_size):
+    """``(batch, description)``: the first ``batch_size`` samples of ``data.val`` (repeated if it is smaller), or a
+    fabricated batch when its info file does not exist."""
+    import mmdet3d.datasets  # noqa: F401  (registers the datasets and transforms)
+    from mmdet3d.datasets import collate
+    from mmdet3d.registry import DATASETS
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    val = (cfg.get("data") or {}).get("val")
+    reason = "config has no data.val"
+    if val:
+        try:
+            dataset = DATASETS.build(val)
+        except FileNotFoundError as e:
+            reason = str(e)
+        else:
+            if len(dataset) == 0:
+                raise ValueError("data.val is empty")
+            batch = collate([dataset[i % len(dataset)] for i in range(batch_size)])
+            return batch, f"real: samples 0..{batch_size - 1} of data.val ({val.get('ann_file', 'dataset')})"
+    for key in ("image_size", "point_cloud_range"):
+        if cfg.get(key) is None:
+            raise ValueError(f"config key '{key}' is needed to fabricate a batch ({reason})")
+    batch = bench.fabricated_batch(list(cfg.image_size), list(cfg.point_cloud_range), batch_size,
+                                   sweeps=int(cfg.get("sweeps_num") or 0),
+                                   source_size=tuple(cfg.get("source_image_size") or bench.NUSCENES_IMAGE))
+    return batch, (f"fabricated: random images, nuScenes-like rig, a simulated 32-beam LiDAR with "
+                   f"{int(cfg.get('sweeps_num') or 0)} sweeps ({reason})")
+
+
+def to_device(batch, device):
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+
+    return {key: move(value) for key, value in batch.items()}
+
+
+def describe_device(device):
+    if device.type == "cuda":
+        return (f"cuda: {torch.cuda.get_device_name(device)} (synchronised around the timed call and every timed "
+                f"module; cudnn.benchmark={torch.backends.cudnn.benchmark})")
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
+def protocol_of(args, cfg_model_type, batch, data, device, params_used, params_total):
+    shapes = {"img": list(batch["img"].shape)} if "img" in batch else {}
+    if batch.get("points") is not None:
+        shapes["points per sample"] = [int(p.shape[0]) for p in batch["points"]]
+    return {
+        "config": args.config,
+        "model": cfg_model_type,
+        "weights": args.checkpoint or "random initialisation (no checkpoint)",
+        "timed": TIMED,
+        "data": data,
+        "batch_size": args.batch_size,
+        "input_shapes": shapes,
+        "precision": args.precision if args.precision == "fp32" else f"{args.precision} (torch.autocast)",
+        "warmup_iters": args.warmup,
+        "timed_iters": args.iters,
+        "device": describe_device(device),
+        "torch": torch.__version__ + (f" (CUDA {torch.version.cuda})" if device.type == "cuda" else ""),
+        "parameters_used_at_inference": params_used,
+        "parameters_total": params_total,
+    }
+
+
+def format_protocol(protocol):
+    width = max(len(k) for k in protocol)
+    lines = ["benchmark protocol"]
+    lines += [f"  {k.replace('_', ' '):<{width}}  {v}" for k, v in protocol.items()]
+    return "\n".join(lines)
+
+
+def format_results(latency, rows, breakdown_total):
+    lines = ["", "latency (ms, plain iterations): " + "  ".join(f"{k} {v:.2f}" for k, v in latency.items())]
+    if rows:
+        stage_w = max(len("other (between stages)"), *(len(r["stage"]) for r in rows))
+        module_w = max(len("module"), *(len(r["module"]) for r in rows))
+        lines += ["", "per-module breakdown (hooked iterations, synchronised per module):",
+                  f"  {'stage':<{stage_w}}  {'module':<{module_w}}  {'mean ms':>9}  {'share':>6}"]
+        for r in rows:
+            lines.append(f"  {r['stage']:<{stage_w}}  {r['module']:<{module_w}}  {r['mean_ms']:9.2f}  "
+                         f"{100 * r['share']:5.1f}%")
+        other = breakdown_total - sum(r["mean_ms"] for r in rows)
+        lines.append(f"  {'other (between stages)':<{stage_w}}  {'':<{module_w}}  {other:9.2f}  "
+                     f"{100 * other / breakdown_total:5.1f}%")
+        lines.append(f"  {'total':<{stage_w}}  {'':<{module_w}}  {breakdown_total:9.2f}  {100.0:5.1f}%")
+    return "\n".join(lines)
+
+
+def fail(error):
+    print(f"benchmark.py: error: {error}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None):
+    args, overrides = parse_args(argv)
+    try:
+        if args.iters < 1 or args.warmup < 0:
+            raise ValueError(f"need --iters >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
+        cfg = load_config(args.config, overrides)
+        device = resolve_device(args.device)
+        model = build_model(cfg, args.checkpoint, device)
+        batch, data = load_batch(cfg, args.batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        return fail(e)
+    batch = to_device(batch, device)
+    try:
+        params_used = bench.parameters_used(model, batch, args.precision, device)
+    except Exception as e:  # an op without a kernel for this dtype (spconv on CPU has neither fp16 nor bf16)
+        if args.precision == "fp32":
+            raise
+        reason = (str(e).strip().splitlines() or [""])[0]
+        return fail(f"{type(model).__name__} does not run under {args.precision} autocast on {device.type} "
+                    f"({type(e).__name__}: {reason})")
+    protocol = protocol_of(args, type(model).__name__, batch, data, device, params_used,
+                           sum(p.numel() for p in model.parameters()))
+    print(format_protocol(protocol), flush=True)
+
+    times = bench.time_latency(model, batch, args.iters, args.warmup, args.precision, device)
+    rows, hooked = bench.time_breakdown(model, batch, args.iters, args.precision, device)
+    latency = bench.summarize(times)
+    hooked_summary = bench.summarize(hooked)
+    print(format_results(latency, rows, hooked_summary["mean"]), flush=True)
+
+    if args.json:
+        result = {"protocol": protocol, "latency_ms": dict(latency, iterations=times),
+                  "breakdown": {"total_ms": hooked_summary["mean"], "total_ms_stats": hooked_summary,
+                                "other_ms": hooked_summary["mean"] - sum(r["mean_ms"] for r in rows),
+                                "modules": rows}}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"results written to {args.json}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
