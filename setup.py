@@ -16,6 +16,18 @@ def cuda_extensions():
     sources = sorted(glob.glob("mmdet3d/ops/*/src/*.cpp") + glob.glob("mmdet3d/ops/*/src/*.cu"))
     if not sources:
         return [], {}
+    # torch guesses CUDA_HOME from the nvcc on PATH, which is wrong when that nvcc is a wrapper script outside the
+    # toolkit (e.g. /usr/local/bin/nvcc -> CUDA_HOME=/usr/local, no libcudart): pick a folder that holds the
+    # toolkit's headers before torch.utils.cpp_extension reads the variable.
+    if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH"):
+        import shutil
+
+        nvcc = shutil.which("nvcc")
+        candidates = ([os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []) + ["/usr/local/cuda"]
+        for home in candidates:
+            if os.path.isfile(os.path.join(home, "include", "cuda_runtime.h")):
+                os.environ["CUDA_HOME"] = home
+                break
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
