@@ -5,7 +5,8 @@ Loading ``configs/a/b/c.yaml`` merges ``configs/default.yaml``, ``configs/a/defa
 command-line overrides ``--a.b value`` (values typed as YAML), and finally evaluates every ``${expr}`` string as a
 Python expression over the merged tree (``${image_size}``, ``${[x / 8 for x in image_size]}``, ``${model.heads}``).
 
-One addition to BEVFusion's format: a file may name ``_base_: <path or list of paths>`` (relative to itself); the
+Two additions to BEVFusion's format: a dict holding ``_delete_: true`` replaces the inherited dict instead of
+merging into it (as in mmcv), and a file may name ``_base_: <path or list of paths>`` (relative to itself); the
 whole chain of each base is merged before that file. It lets ``configs/synthetic`` reuse the nuScenes tree instead of
 copying it.
 """
@@ -13,7 +14,6 @@ import os
 
 import yaml
 from mmengine.config import Config
-from torchpack.utils.config import Config as MergeTree
 from torchpack.utils.io import load as load_yaml
 
 CONFIG_ROOT_NAME = "configs"
@@ -124,6 +124,20 @@ def _float_if_numeric(value):
         except ValueError:
             return value
     return value
+
+
+def merge_into(tree, update):
+    """torchpack's merge (dicts merge deeply; scalars, lists and null replace), plus mmcv's ``_delete_: true``: a dict
+    carrying it replaces the old value instead of merging into it."""
+    for key, value in update.items():
+        if isinstance(value, dict):
+            value = dict(value)
+            if value.pop("_delete_", False) or not isinstance(tree.get(key), dict):
+                tree[key] = {}
+            merge_into(tree[key], value)
+        else:
+            tree[key] = value
+    return tree
 
 
 def _plain(obj):
@@ -237,10 +251,9 @@ def evaluate_expressions(tree, filename="<config>"):
 def load_config(path, overrides=None):
     """Loads a config file with its ``default.yaml`` chain, CLI overrides (a list of ``--a.b value`` tokens or of
     ``(key, value)`` pairs) and ``${}`` evaluation; returns an mmengine ``Config``."""
-    tree = MergeTree()
+    tree = {}
     for file in config_chain(path):
-        tree.update({k: v for k, v in _read(file).items() if k != "_base_"})
-    tree = _plain(tree)
+        merge_into(tree, {k: v for k, v in _read(file).items() if k != "_base_"})
     if overrides:
         pairs = split_cli_overrides(overrides) if isinstance(overrides[0], str) else list(overrides)
         apply_overrides(tree, pairs)

@@ -15,7 +15,7 @@ TINY = ["--image_size", "[32, 88]", "--point_cloud_range", "[-12.0, -12.0, -5.0,
 
 
 def tiny_config(name, *overrides):
-    """A config of configs/synthetic/det shrunk to a 10x10 BEV and 32x88 images."""
+    """A config of configs/synthetic/det shrunk to a 20x20 BEV and 32x88 images."""
     return load_config(os.path.join(REPO, "configs", "synthetic", "det", name), TINY + list(overrides))
 
 

@@ -34,10 +34,10 @@ def test_fused_bev_shapes():
     model = MODELS.build(tiny_config("teacher.yaml").model).eval()
     with torch.no_grad():
         bev = model.extract_bev(make_batch(batch_size=1))
-    # 24 m at 0.3 m voxels, x8 -> 10 cells; camera BEV at 0.6 m after its downsample -> the same grid.
-    assert bev["camera"].shape == (1, 32, 10, 10)
-    assert bev["lidar"].shape == (1, 128, 10, 10)
-    assert bev["fused"].shape == (1, 64, 10, 10)
+    # 24 m at 0.3 m voxels, sparse encoder x4 -> 20 cells; camera BEV at 0.6 m, downsampled x2 -> the same grid.
+    assert bev["camera"].shape == (1, 32, 20, 20)
+    assert bev["lidar"].shape == (1, 128, 20, 20)
+    assert bev["fused"].shape == (1, 64, 20, 20)
 
 
 def test_frozen_modules_get_no_gradient_and_stay_in_eval():

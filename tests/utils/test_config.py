@@ -124,3 +124,12 @@ def test_expressions_may_use_expressions_and_cycles_are_named(tmp_path):
     cyclic = write(str(tmp_path / "configs" / "cycle.yaml"), "p: ${q}\nq: ${p}\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(cyclic)
+
+
+def test_delete_replaces_an_inherited_dict(tmp_path):
+    root = tmp_path / "configs"
+    write(str(root / "default.yaml"), "sched: {policy: cyclic, target_ratio: 5.0}\nopt: {lr: 1, wd: 2}\n")
+    leaf = write(str(root / "x.yaml"), "sched: {_delete_: true, policy: cosine}\nopt: {lr: 3}\n")
+    cfg = load_config(leaf)
+    assert cfg.sched == {"policy": "cosine"}
+    assert cfg.opt == {"lr": 3, "wd": 2}
