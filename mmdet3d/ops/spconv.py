@@ -12,6 +12,7 @@ Both patches are applied when this module is imported; on GPU they change nothin
     from mmdet3d.ops.spconv import SparseConv3d, SparseConvTensor, SparseSequential, SubMConv3d
 """
 import functools
+import warnings
 
 import torch
 
@@ -26,6 +27,10 @@ except ImportError as error:
         "(see https://github.com/traveller59/spconv)") from error
 
 __all__ = ["SparseConv3d", "SparseConvTensor", "SparseSequential", "SubMConv3d"]
+
+# spconv's dense() indexes with a list, deprecated since torch 2.9; the warning fires every step and is not ours.
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                        module="spconv")
 
 # spconv ops that compute on feature or index tensors (rule generation, convolution, pooling and their backward).
 _THREAD_SENSITIVE_OPS = (
