@@ -7,7 +7,7 @@
    the same initialisation;
 4. score the three with the nuscenes-devkit, print one table, write ``results.json`` and pictures.
 
-    python tools/demo.py [--data-dir data/synthetic] [--run-dir runs/demo] [--teacher-epochs 5] [--student-epochs 3]
+    python tools/demo.py [--data-dir data/synthetic] [--run-dir runs/demo] [--teacher-epochs 4] [--student-epochs 3]
 
 The default schedule is sized for about 15 minutes on two CPU cores: enough to show the loop working end to end,
 not to converge (see the README for longer runs).
@@ -78,7 +78,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default="data/synthetic")
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--teacher-epochs", type=int, default=5)
+    parser.add_argument("--teacher-epochs", type=int, default=4)
     parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--vis-samples", type=int, default=4)
     args = parser.parse_args(argv)
