@@ -63,8 +63,7 @@ class BEVFusion(BaseModel):
         freeze: module name prefixes to freeze, e.g. ``[encoders.lidar]``.
     """
 
-    def __init__(self, encoders, decoder, heads, fuser=None, freeze=(), data_preprocessor=None, init_cfg=None,
-                 **_ignored):
+    def __init__(self, encoders, decoder, heads, fuser=None, freeze=(), data_preprocessor=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.encoders = nn.ModuleDict()
         if encoders.get("camera") is not None:

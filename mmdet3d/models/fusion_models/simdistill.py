@@ -85,7 +85,7 @@ class SimDistill(BEVFusion):
     """
 
     def __init__(self, encoders, decoder, heads, fuser, fuser_student, trans_student, teacher_checkpoint=None,
-                 distill_weights=None, official=None, gcm=None, data_preprocessor=None, init_cfg=None, **_ignored):
+                 distill_weights=None, official=None, gcm=None, data_preprocessor=None, init_cfg=None):
         super().__init__(encoders=encoders, decoder=decoder, heads=heads, fuser=fuser,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if set(self.encoders) != {"camera", "lidar"}:
