@@ -16,6 +16,7 @@ import sys
 import torch
 
 from mmdet3d.utils import benchmark as bench
+from mmdet3d.datasets.collate import to_device
 from mmdet3d.utils.config import load_config
 
 TIMED = ('model(mode="predict") from a collated batch already on the device to decoded boxes after NMS '
@@ -88,17 +89,6 @@ def load_batch(cfg, batch_size):
                                    source_size=tuple(cfg.get("source_image_size") or bench.NUSCENES_IMAGE))
     return batch, (f"fabricated: random images, nuScenes-like rig, a simulated 32-beam LiDAR with "
                    f"{int(cfg.get('sweeps_num') or 0)} sweeps ({reason})")
-
-
-def to_device(batch, device):
-    def move(value):
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        return value
-
-    return {key: move(value) for key, value in batch.items()}
 
 
 def describe_device(device):

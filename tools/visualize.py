@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from mmdet3d.apis.checkpoint import load_checkpoint
+from mmdet3d.datasets.collate import to_device
 from mmdet3d.utils.config import load_config
 
 
@@ -62,17 +63,6 @@ def sample_indices(length, count):
     if count >= length:
         return list(range(length))
     return sorted(set(np.linspace(0, length - 1, count).round().astype(int).tolist()))
-
-
-def to_device(batch, device):
-    def move(value):
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        return value
-
-    return {key: move(value) for key, value in batch.items()}
 
 
 def build_model(cfg, checkpoint, device):

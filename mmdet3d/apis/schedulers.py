@@ -6,6 +6,7 @@ group's initial value, exactly as mmcv's ``LrUpdaterHook``/``MomentumUpdaterHook
 resuming needs nothing but ``last_step``. They step every iteration; in a config write them with ``by_epoch=True,
 convert_to_iter_based=True`` so that mmengine's runner passes the epoch length (``end`` defaults to ``max_epochs``).
 """
+import abc
 import logging
 import math
 
@@ -39,7 +40,7 @@ def expand_target_ratio(target_ratio):
     raise ValueError(f"target_ratio must be a number or a list of one or two numbers, got {target_ratio!r}")
 
 
-class _ClosedFormScheduler(_ParamScheduler):
+class _ClosedFormScheduler(_ParamScheduler, metaclass=abc.ABCMeta):
     """Per-iteration schedule whose value at step ``s`` (counted from ``begin``) is ``value_at(initial, s)``."""
 
     def __init__(self, optimizer, param_name, begin=0, end=INF, last_step=-1, by_epoch=False, verbose=False,
@@ -67,8 +68,9 @@ class _ClosedFormScheduler(_ParamScheduler):
     def total_steps(self):
         return self.end - self.begin
 
+    @abc.abstractmethod
     def value_at(self, base, step):
-        raise NotImplementedError
+        """The parameter value at ``step`` for an initial value ``base``."""
 
     def load_state_dict(self, state_dict):
         """Restores the progress of a checkpoint (step counters) but keeps the schedule of the config, as mmcv did

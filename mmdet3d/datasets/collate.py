@@ -33,3 +33,15 @@ def collate(batch):
 
 
 FUNCTIONS.register_module(name="simdistill_collate", module=collate, force=True)
+
+
+def to_device(batch, device):
+    """Moves the tensors of a collated batch (also inside lists) to ``device``; metas stay where they are."""
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+
+    return {key: move(value) for key, value in batch.items()}
