@@ -149,3 +149,13 @@ def test_teacher_checkpoint_initialises_the_student_camera_encoder(tmp_path):
             assert torch.equal(v, t), k
     for k, v in teacher.heads.state_dict().items():
         assert torch.equal(model.heads.state_dict()[k], v)
+
+
+def test_baseline_and_ablations_start_from_the_same_student_weights():
+    """With one seed, every student module the baseline has gets the same initial weights as in SimDistill, so a
+    comparison of the two trains the same network under different losses."""
+    full = build().state_dict()
+    baseline = build(*[x for f in FLAGS for x in (f"--model.encoders.{f}", "false")]).state_dict()
+    assert set(baseline) < set(full)
+    for key, value in baseline.items():
+        assert torch.equal(value, full[key]), f"{key} starts differently in the baseline"

@@ -101,6 +101,11 @@ class SimDistill(BEVFusion):
         self.encoders_student = torch.nn.ModuleDict({"camera": build_camera_encoder(camera_cfg)})
         if not self.official.shared_vtransform:
             self.encoders_student["camera"]["vtransform2"] = MODELS.build(camera_cfg["vtransform"])
+        self.fuser_student = MODELS.build(fuser_student)
+        self.decoder_student = build_decoder(decoder)
+        self.heads_student = build_heads(heads)
+        # Optional modules come last so that, for one seed, the modules every student has start from the same
+        # weights whichever flags are on: ablations and the baseline then differ from SimDistill only by the losses.
         if self.flags["bev_DeformAttn"]:
             gcm_cfg = dict(gcm or {})
             channels = camera_cfg["vtransform"]["out_channels"]
@@ -108,11 +113,8 @@ class SimDistill(BEVFusion):
             gcm_cfg.setdefault("bev_w", bev_cells(camera_cfg["vtransform"], "ybound"))
             self.deformAttn = BEVDeformableAttention(channels=channels, corner_reference=self.official.corner_reference,
                                                      **gcm_cfg)
-        self.fuser_student = MODELS.build(fuser_student)
         if self.flags["plidar_feature"]:
             self.trans_student = MODELS.build(trans_student)
-        self.decoder_student = build_decoder(decoder)
-        self.heads_student = build_heads(heads)
 
         if teacher_checkpoint:
             self.load_teacher(teacher_checkpoint)
