@@ -1,0 +1,31 @@
+"""``tools/analyze_distillation.py`` end to end on the real frame: tables, JSON, and one-line errors."""
+import json
+import os
+
+from test_visualize import REPO, load_tool, one_thread, real_data_args, write_real_frame_infos  # noqa: F401
+
+SIMDISTILL = os.path.join(REPO, "configs", "synthetic", "det", "simdistill.yaml")
+
+
+def test_cli_reports_every_loss_and_map(tmp_path, capsys):
+    root = write_real_frame_infos(tmp_path / "data")
+    out = tmp_path / "analysis.json"
+    code = load_tool("analyze_distillation").main([SIMDISTILL, "none", "--split", "val", "--samples", "1",
+                                                    "--json", str(out), *real_data_args(root)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["losses"]) == {"object", "img_feature", "plidar_feature", "fusion_feature", "kd_cls", "kd_box"}
+    assert set(result["alignment"]) == {"teacher camera", "teacher lidar", "teacher fused", "student sim-lidar",
+                                        "student camera", "student fused"}
+    for group, row in result["losses"].items():
+        assert row["value"] > 0 and f"\n{group} " in captured.out
+    assert result["losses"]["img_feature"]["grad_norm"]["heads_student"] == 0
+    assert all(-1 <= c <= 1 for row in result["alignment"].values() for c in row.values())
+
+
+def test_cli_rejects_a_model_without_a_student(capsys):
+    config = os.path.join(REPO, "configs", "synthetic", "det", "teacher.yaml")
+    assert load_tool("analyze_distillation").main([config, "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "SimDistill" in err

@@ -1,0 +1,94 @@
+"""Per-loss gradient norms follow SimDistill's data flow; the grid-alignment check finds a known transpose/flip."""
+import os
+import sys
+
+import pytest
+import torch
+
+from mmdet3d.registry import MODELS
+from mmdet3d.utils import distill_analysis
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models"))
+from fake_batch import make_batch, tiny_config  # noqa: E402
+
+CAMERA = ["encoders_student.camera.backbone", "encoders_student.camera.neck"]
+SIM_LIDAR = ["encoders_student.camera.vtransform", "deformAttn"]
+CAMERA_BRANCH = ["encoders_student.camera.vtransform2"]
+TOP = ["decoder_student", "heads_student"]
+
+# Which student modules each loss reaches (paper Fig. 2): the rest must get exactly zero gradient.
+REACHES = {
+    "img_feature": CAMERA + CAMERA_BRANCH,
+    "plidar_feature": CAMERA + SIM_LIDAR + ["trans_student"],
+    "fusion_feature": CAMERA + SIM_LIDAR + CAMERA_BRANCH + ["fuser_student"],
+    "kd_cls": CAMERA + SIM_LIDAR + CAMERA_BRANCH + ["fuser_student"] + TOP,
+    "kd_box": CAMERA + SIM_LIDAR + CAMERA_BRANCH + ["fuser_student"] + TOP,
+    "object": CAMERA + SIM_LIDAR + CAMERA_BRANCH + ["fuser_student"] + TOP,
+}
+
+
+@pytest.fixture(scope="module")
+def report():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_config("simdistill.yaml").model).train()
+    return model, distill_analysis.loss_gradient_norms(model, make_batch())
+
+
+def test_each_loss_reaches_exactly_its_modules(report):
+    _, rep = report
+    assert set(rep) == set(REACHES)
+    for group, reached in REACHES.items():
+        norms = rep[group]["grad_norm"]
+        assert set(norms) == set(distill_analysis.STUDENT_MODULES)
+        for module, norm in norms.items():
+            if module in reached:
+                assert norm > 0, f"{group} does not reach {module}"
+            else:
+                assert norm == 0, f"{group} reaches {module} ({norm})"
+
+
+def test_gradient_norm_equals_backward_of_that_loss_alone(report):
+    model, rep = report
+    model.zero_grad()
+    torch.manual_seed(0)
+    losses = model(mode="loss", **make_batch())
+    sum(v for k, v in losses.items() if k.startswith("loss/distill/kd_box/")).backward()
+    expected = torch.stack([p.grad.pow(2).sum() for p in model.heads_student.parameters() if p.grad is not None])
+    assert rep["kd_box"]["grad_norm"]["heads_student"] == pytest.approx(float(expected.sum().sqrt()), rel=1e-4)
+    value = sum(float(v.detach()) for k, v in losses.items() if k.startswith("loss/distill/kd_box/"))
+    assert rep["kd_box"]["value"] == pytest.approx(value, rel=1e-5)
+
+
+def test_loss_gradient_norms_leaves_gradients_alone():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_config("baseline.yaml").model).train()
+    distill_analysis.loss_gradient_norms(model, make_batch())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_loss_group_names():
+    assert distill_analysis.loss_group("loss/object/heatmap/task0") == "object"
+    assert distill_analysis.loss_group("loss/distill/kd_box/task3") == "kd_box"
+    assert distill_analysis.loss_group("loss/distill/img_feature") == "img_feature"
+    with pytest.raises(ValueError, match="heatmap"):
+        distill_analysis.loss_group("heatmap")
+
+
+def test_alignment_finds_transpose_and_flip():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(2, 1, 12, 12)
+    mask[0, 0, 2, 9] = mask[0, 0, 7, 3] = 1.0
+    mask[1, 0, 10, 1] = mask[1, 0, 4, 5] = 1.0
+    features = mask.repeat(1, 3, 1, 1) * (1 + torch.rand(2, 3, 12, 12, generator=g))
+    maps = {"aligned": features, "transposed": features.transpose(-1, -2), "flipped": features.flip(-2)}
+    result = distill_analysis.bev_alignment(maps, mask)
+    assert max(result["aligned"], key=result["aligned"].get) == "identity"
+    assert max(result["transposed"], key=result["transposed"].get) == "transpose"
+    assert max(result["flipped"], key=result["flipped"].get) == "flip_x"
+    exact = distill_analysis.bev_alignment({"m": mask.repeat(1, 2, 1, 1)}, mask)["m"]
+    assert exact["identity"] == pytest.approx((12 * 12 - 1) / (12 * 12), rel=1e-5)
+
+
+def test_alignment_rejects_a_grid_of_another_size():
+    with pytest.raises(ValueError, match="'lidar'"):
+        distill_analysis.bev_alignment({"lidar": torch.zeros(1, 4, 10, 10)}, torch.zeros(1, 1, 12, 12))

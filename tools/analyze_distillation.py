@@ -1,0 +1,137 @@
+"""What each SimDistill loss does to the student, and whether teacher and student BEV grids line up.
+
+    python tools/analyze_distillation.py CONFIG CKPT [--samples 8] [--split train|val] [--json OUT] [--a.b value ...]
+
+CKPT is a SimDistill checkpoint (teacher and student weights) or ``none`` for the config's initial weights (teacher
+from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, spread evenly), prints
+1. each loss group's mean value and the L2 norm of its gradient on each student module (training mode, as in a
+   training step; the weights are not changed);
+2. for every BEV map of teacher and student, the correlation of its per-cell feature norm with the GT object mask
+   under the eight symmetries of the grid; a map is aligned with the head's targets when the identity scores best.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mmdet3d.datasets.collate import to_device
+from mmdet3d.utils import distill_analysis
+from mmdet3d.utils.config import load_config
+
+
+def parse_args(argv=None):
+    """``(args, overrides)``: the tool's own options and the remaining ``--a.b value`` tokens."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("config", help="SimDistill YAML config")
+    parser.add_argument("checkpoint", help="SimDistill checkpoint, or 'none' for the initial weights")
+    parser.add_argument("--samples", type=int, default=8, help="samples to average over (default 8)")
+    parser.add_argument("--split", choices=("train", "val"), default="train", help="dataset of data.<split>")
+    parser.add_argument("--json", help="write every number to this JSON file")
+    return parser.parse_known_args(argv)
+
+
+def build_model(cfg, checkpoint):
+    import mmdet3d.models  # noqa: F401  (registers the models)
+    from mmdet3d.apis.checkpoint import load_checkpoint
+    from mmdet3d.registry import MODELS
+
+    model = MODELS.build(cfg.model)
+    if checkpoint.lower() != "none":
+        load_checkpoint(model, checkpoint)
+    return model.train()
+
+
+def mean_reports(reports):
+    groups = reports[0].keys()
+    return {g: {"value": float(np.mean([r[g]["value"] for r in reports])),
+                "grad_norm": {m: float(np.mean([r[g]["grad_norm"][m] for r in reports]))
+                              for m in reports[0][g]["grad_norm"]}} for g in groups}
+
+
+def mean_alignment(alignments):
+    return {name: {s: float(np.mean([a[name][s] for a in alignments])) for s in alignments[0][name]}
+            for name in alignments[0]}
+
+
+def short(module):
+    return module.replace("encoders_student.camera.", "cam.").replace("_student", "")
+
+
+def format_gradients(report):
+    modules = list(next(iter(report.values()))["grad_norm"])
+    header = f"{'loss group':<16}{'value':>10}" + "".join(f"{short(m):>14}" for m in modules)
+    lines = ["mean loss value and gradient L2 norm on each student module", header, "-" * len(header)]
+    for group, row in report.items():
+        lines.append(f"{group:<16}{row['value']:>10.4f}" + "".join(f"{row['grad_norm'][m]:>14.4g}" for m in modules))
+    return "\n".join(lines)
+
+
+def format_alignment(alignment):
+    symmetries = list(distill_analysis.GRID_SYMMETRIES)
+    header = f"{'BEV map':<20}" + "".join(f"{s:>18}" for s in symmetries) + f"{'best':>18}"
+    lines = ["correlation of per-cell feature norm with the GT object mask, by grid symmetry", header,
+             "-" * len(header)]
+    for name, row in alignment.items():
+        best = max(row, key=row.get)
+        lines.append(f"{name:<20}" + "".join(f"{row[s]:>18.3f}" for s in symmetries) + f"{best:>18}")
+    return "\n".join(lines)
+
+
+def fail(error):
+    print(f"analyze_distillation.py: error: {error}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None):
+    args, overrides = parse_args(argv)
+    import mmdet3d.datasets  # noqa: F401  (registers the datasets and transforms)
+    from mmdet3d.datasets import collate
+    from mmdet3d.registry import DATASETS
+
+    try:
+        if args.samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {args.samples}")
+        cfg = load_config(args.config, overrides)
+        if (cfg.get("model") or {}).get("type") != "SimDistill":
+            raise ValueError(f"{args.config}: model.type is {(cfg.get('model') or {}).get('type')!r}; this tool "
+                             "analyses SimDistill models")
+        dataset_cfg = (cfg.get("data") or {}).get(args.split)
+        if not dataset_cfg:
+            raise ValueError(f"config has no 'data.{args.split}' dataset")
+        dataset = DATASETS.build(dataset_cfg)
+        if len(dataset) == 0:
+            raise ValueError(f"data.{args.split} is empty")
+        model = build_model(cfg, args.checkpoint)
+    except (ValueError, FileNotFoundError) as e:
+        return fail(e)
+
+    indices = sorted(set(np.linspace(0, len(dataset) - 1, min(args.samples, len(dataset))).round().astype(int)))
+    reports, alignments = [], []
+    head = model.heads_student["object"]
+    for index in tqdm(indices, desc=f"analysing {args.split} samples", unit="sample"):
+        batch = to_device(collate([dataset[int(index)]]), "cpu")
+        reports.append(distill_analysis.loss_gradient_norms(model, batch))
+        mask = head.object_mask(batch["gt_bboxes_3d"], batch["gt_labels_3d"])
+        alignments.append(distill_analysis.bev_alignment(distill_analysis.student_and_teacher_maps(model, batch),
+                                                         mask))
+    result = {"config": args.config, "checkpoint": args.checkpoint, "split": args.split,
+              "samples": [int(i) for i in indices], "losses": mean_reports(reports),
+              "alignment": mean_alignment(alignments)}
+    print(format_gradients(result["losses"]))
+    print()
+    print(format_alignment(result["alignment"]))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {os.path.abspath(args.json)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
