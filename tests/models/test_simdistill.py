@@ -159,3 +159,28 @@ def test_baseline_and_ablations_start_from_the_same_student_weights():
     assert set(baseline) < set(full)
     for key, value in baseline.items():
         assert torch.equal(value, full[key]), f"{key} starts differently in the baseline"
+
+
+def test_teacher_checkpoint_must_fill_the_whole_teacher(tmp_path):
+    teacher = MODELS.build(tiny_config("teacher.yaml").model).state_dict()
+    dropped = "heads.object.shared_conv.conv.weight"
+    path = tmp_path / "partial.pth"
+    torch.save({"state_dict": {k: v for k, v in teacher.items() if k != dropped}}, path)
+    with pytest.raises(ValueError, match=r"heads\.\*.*1 missing \(object\.shared_conv\.conv\.weight\)"):
+        build("--model.teacher_checkpoint", str(path))
+    reshaped = dict(teacher, **{"fuser.0.weight": teacher["fuser.0.weight"][:, :-1]})
+    torch.save({"state_dict": reshaped}, path)
+    with pytest.raises(ValueError, match=r"fuser\.\*.*another shape"):
+        build("--model.teacher_checkpoint", str(path))
+
+
+def test_a_simdistill_checkpoint_can_serve_as_teacher(tmp_path):
+    source = build()
+    with torch.no_grad():
+        for p in source.fuser.parameters():
+            p.add_(1.0)
+    path = tmp_path / "simdistill.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    model = build("--model.teacher_checkpoint", str(path))
+    for k, v in source.fuser.state_dict().items():
+        assert torch.equal(model.fuser.state_dict()[k], v)

@@ -14,7 +14,6 @@ import copy
 import dataclasses
 
 import torch
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmdet3d.models.heads.centerpoint import REG_HEADS, gather_feat
 from mmdet3d.models.losses import distill
@@ -26,6 +25,7 @@ from .gcm import BEVDeformableAttention
 
 DISTILL_FLAGS = ("fusion_feature", "plidar_feature", "plidar_mask", "img_feature", "prediction_distill",
                  "bev_DeformAttn")
+TEACHER_PARTS = ("encoders", "fuser", "decoder", "heads")
 DEFAULT_WEIGHTS = {"fusion_feature": 1.0, "img_feature": 1.0, "plidar_feature": 1.0, "kd_cls": 0.25, "kd_box": 0.25}
 
 
@@ -130,19 +130,19 @@ class SimDistill(BEVFusion):
             set_frozen(module, True)
 
     def load_teacher(self, path):
-        """Loads a teacher checkpoint (keys ``encoders.*``, ``fuser.*``, ``decoder.*``, ``heads.*``) and, unless the
-        official random init is asked for, starts the student camera backbone and neck from the teacher's."""
-        from mmdet3d.apis.checkpoint import extract_state_dict, read_checkpoint
+        """Loads a teacher checkpoint (keys ``encoders.*``, ``fuser.*``, ``decoder.*``, ``heads.*``; other keys, e.g.
+        a whole SimDistill checkpoint's student, are ignored) and, unless the official random init is asked for,
+        starts the student camera backbone and neck from the teacher's."""
+        from mmdet3d.apis.checkpoint import extract_state_dict, load_state_dict_checked, read_checkpoint
 
         state = extract_state_dict(read_checkpoint(path), path)
-        teacher_keys = {k: v for k, v in state.items() if k.split(".")[0] in ("encoders", "fuser", "decoder", "heads")}
-        if not teacher_keys:
+        if not any(k.split(".")[0] in TEACHER_PARTS for k in state):
             raise ValueError(f"{path}: no teacher weights (keys encoders.*, fuser.*, decoder.*, heads.*)")
-        _load_checkpoint_to_model(self, teacher_keys, strict=False)
-        missing = [k for k in self.state_dict() if k.split(".")[0] in ("encoders", "fuser", "decoder", "heads")
-                   and k not in teacher_keys]
-        if missing:
-            raise ValueError(f"{path}: teacher weights missing for {len(missing)} keys, e.g. {missing[:3]}")
+        # Part by part and strictly: a teacher with a missing or reshaped tensor must not distil from random weights.
+        for part in TEACHER_PARTS:
+            prefix = part + "."
+            weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            load_state_dict_checked(getattr(self, part), weights, f"{path} [{prefix}*]", strict=True)
         if not self.official.random_student_init:
             for part in ("backbone", "neck"):
                 self.encoders_student["camera"][part].load_state_dict(self.encoders["camera"][part].state_dict())
