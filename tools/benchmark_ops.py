@@ -8,7 +8,8 @@ the real 6-camera rig in tests/data/sample.json after BEVFusion's test-time resi
   (c) ``bev_pool_depth``, building its plan every call;
   (d) ``bev_pool_depth`` with a cached ``BEVPoolPlan``.
 Also: hard voxelization of 300k points (the real key-frame sweep tiled with jitter), rotated NMS of 1,000 boxes,
-deformable attention at the GCM size (1 level, 180x180 queries, 8 heads, 20 points, 80 channels).
+deformable attention at the GCM size (1 level, 180x180 queries, 8 heads, 20 points, 80 channels): the PyTorch path
+(``grid_sample``) and, on CUDA, the Triton kernels.
 
 Every case runs in a fresh process so that peak memory is its own: on CUDA the allocator's peak above the inputs,
 on CPU the growth of the resident set during the first call. Times are medians.
@@ -210,9 +211,16 @@ def nms_case(device, repeats, warmup, mode, num_boxes=1000):
             "forward_ms": nms_ms, "forward_peak_mb": nms_mb, "iou_matrix_ms": iou_ms}
 
 
-def msda_case(device, repeats, warmup, mode, side=180, heads=8, points=20, channels=80):
-    from mmdet3d.ops import multi_scale_deformable_attn
+def msda_case(device, repeats, warmup, mode, implementation="pytorch", side=180, heads=8, points=20, channels=80):
+    from mmdet3d.ops.msda import msda
 
+    if implementation == "triton":
+        kernel = msda._triton_kernel()
+        if kernel is None:
+            raise RuntimeError("Triton is not installed")
+    else:
+        def kernel(value, shapes, starts, loc, attn):
+            return msda.multi_scale_deformable_attn_reference(value, [(side, side)], loc, attn)
     g = torch.Generator().manual_seed(0)
     Q = side * side
     value = torch.randn(1, Q, heads, channels // heads, generator=g).to(device)
@@ -223,15 +231,15 @@ def msda_case(device, repeats, warmup, mode, side=180, heads=8, points=20, chann
     if mode == "forward":
         def step():
             with torch.no_grad():
-                multi_scale_deformable_attn(value, shapes, starts, loc, attn)
+                kernel(value, shapes, starts, loc, attn)
     else:
         v, l, a = (t.clone().requires_grad_(True) for t in (value, loc, attn))
 
         def step():
-            multi_scale_deformable_attn(v, shapes, starts, l, a).sum().backward()
+            kernel(v, shapes, starts, l, a).sum().backward()
     ms, mb = measure(step, device, repeats, warmup)
-    return {"case": "msda", "queries": Q, "heads": heads, "points": points, "channels": channels,
-            f"{mode}_ms": ms, f"{mode}_peak_mb": mb}
+    return {"case": "msda", "implementation": implementation, "queries": Q, "heads": heads, "points": points,
+            "channels": channels, f"{mode}_ms": ms, f"{mode}_peak_mb": mb}
 
 
 CASES = {"bev_pool": bev_case, "voxelization": voxelization_case, "nms_bev": nms_case, "msda": msda_case}
@@ -264,8 +272,9 @@ def run_isolated(case, device, repeats, warmup, **kwargs):
 # ---------------------------------------------------------------------------------------------------- report
 def format_table(results):
     lines = [f"{'case':<14}{'variant':<46}{'B':>3}{'fwd ms':>11}{'fwd MB':>10}{'f+b ms':>11}{'f+b MB':>10}"
-             f"{'f+b vs (a)':>12}"]
+             f"{'f+b speed-up':>14}"]
     baseline = {r["B"]: r for r in results if r.get("variant") == "a" and "error" not in r}
+    msda_baseline = next((r for r in results if r.get("implementation") == "pytorch" and "error" not in r), None)
 
     def cell(value, fmt):
         return format(value, fmt) if value is not None else "-"
@@ -278,15 +287,18 @@ def format_table(results):
         label = f"({r['variant']}) {label}" if label else {
             "voxelization": f"{r.get('points')} points -> {r.get('voxels')} voxels",
             "nms_bev": f"{r.get('boxes')} boxes -> {r.get('kept')} (IoU matrix {r.get('iou_matrix_ms', 0):.1f} ms)",
-            "msda": f"{r.get('queries')} queries x {r.get('heads')} heads x {r.get('points')} points",
+            "msda": f"{r.get('implementation')}: {r.get('queries')} queries x {r.get('heads')} heads x "
+                    f"{r.get('points')} points",
         }[r["case"]]
         ratio = ""
         base = baseline.get(r.get("B"))
         if r["case"] == "bev_pool" and base is not None:
             ratio = f"{base['forward_backward_ms'] / r['forward_backward_ms']:.1f}x"
+        if r["case"] == "msda" and msda_baseline is not None:
+            ratio = f"{msda_baseline['forward_backward_ms'] / r['forward_backward_ms']:.1f}x"
         lines.append(f"{r['case']:<14}{label[:45]:<46}{r.get('B', ''):>3}{cell(r.get('forward_ms'), '.2f'):>11}"
                      f"{cell(r.get('forward_peak_mb'), '.0f'):>10}{cell(r.get('forward_backward_ms'), '.2f'):>11}"
-                     f"{cell(r.get('forward_backward_peak_mb'), '.0f'):>10}{ratio:>12}")
+                     f"{cell(r.get('forward_backward_peak_mb'), '.0f'):>10}{ratio:>14}")
     return "\n".join(lines)
 
 
@@ -313,8 +325,11 @@ def main(argv=None):
                                         batch_size=batch_size))
             print(format_table(results[-1:]).splitlines()[-1], flush=True)
     if not args.skip_other_ops:
-        for case in ("voxelization", "nms_bev", "msda"):
+        for case in ("voxelization", "nms_bev"):
             results.append(run_isolated(case, args.device, repeats, warmup))
+            print(format_table(results[-1:]).splitlines()[-1], flush=True)
+        for implementation in ("pytorch", "triton") if args.device == "cuda" else ("pytorch",):
+            results.append(run_isolated("msda", args.device, repeats, warmup, implementation=implementation))
             print(format_table(results[-1:]).splitlines()[-1], flush=True)
 
     from mmdet3d.ops.common import load_extension
@@ -326,6 +341,8 @@ def main(argv=None):
     print(f"\n{env['device']}, torch {env['torch']}, CUDA extension built: {env['cuda_extension']}, "
           f"median of {repeats}")
     print(format_table(results))
+    print("speed-up: forward+backward time of (a) / this row for BEV pooling; of the PyTorch path / this row for "
+          "deformable attention")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "results": results}, f, indent=2)

@@ -102,3 +102,29 @@ def test_nms_bev():
     ref = nms_bev(boxes, scores, 0.2, pre_max_size=800, post_max_size=300)
     out = nms_bev(boxes.cuda(), scores.cuda(), 0.2, pre_max_size=800, post_max_size=300)
     assert out.is_cuda and torch.equal(out.cpu(), ref)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_deformable_attention_triton(monkeypatch, dtype, tol):
+    from mmdet3d.ops import multi_scale_deformable_attn
+    from mmdet3d.ops.msda import msda
+
+    calls = []
+    kernel = msda._triton_kernel()
+    assert kernel is not None, "Triton is not installed"
+    monkeypatch.setattr(msda, "_triton_kernel", lambda: lambda *a: calls.append(1) or kernel(*a))
+    g = torch.Generator().manual_seed(0)
+    shapes = torch.tensor([[45, 45], [23, 23]])
+    starts = torch.tensor([0, 45 * 45])
+    value = torch.randn(2, 45 * 45 + 23 * 23, 8, 10, generator=g, dtype=dtype)
+    loc = torch.rand(2, 300, 8, 2, 20, 2, generator=g, dtype=dtype) * 1.2 - 0.1
+    attn = torch.rand(2, 300, 8, 2, 20, generator=g, dtype=dtype).softmax(-1)
+    grads = []
+    for device in ("cpu", "cuda"):
+        inputs = [t.to(device).requires_grad_(True) for t in (value, loc, attn)]
+        out = multi_scale_deformable_attn(inputs[0], shapes.to(device), starts.to(device), inputs[1], inputs[2])
+        (out * torch.linspace(-1, 1, out.numel(), dtype=dtype, device=device).view_as(out)).sum().backward()
+        grads.append([out.detach().cpu()] + [t.grad.cpu() for t in inputs])
+    assert calls, "the CUDA call did not use the Triton kernel"
+    for name, ref, got in zip(("output", "value", "sampling_locations", "attention_weights"), *grads):
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")

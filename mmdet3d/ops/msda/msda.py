@@ -1,6 +1,11 @@
-"""Multi-scale deformable attention core (Deformable-DETR) on ``grid_sample``."""
+"""Multi-scale deformable attention core (Deformable-DETR): ``grid_sample`` in PyTorch, Triton kernels on GPU."""
+import functools
+import os
+
 import torch
 import torch.nn.functional as F
+
+from mmdet3d.ops.common import FORCE_REFERENCE_ENV
 
 __all__ = ["multi_scale_deformable_attn"]
 
@@ -32,6 +37,22 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
     return shapes
 
 
+@functools.lru_cache(maxsize=None)
+def _triton_kernel():
+    """The Triton implementation, or None where Triton is not installed."""
+    try:
+        from .msda_triton import multi_scale_deformable_attn_triton
+    except ImportError:
+        return None
+    return multi_scale_deformable_attn_triton
+
+
+def use_triton(*tensors):
+    """Triton runs when every input is on a CUDA device, Triton imports and the reference path is not forced."""
+    return (os.environ.get(FORCE_REFERENCE_ENV, "0") != "1" and all(t.is_cuda for t in tensors)
+            and _triton_kernel() is not None)
+
+
 def multi_scale_deformable_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """Deformable attention: ``value[B, S, heads, Dh]`` holds ``L`` flattened maps (``spatial_shapes[L, 2]`` =
     (H, W), row-major, starting at ``level_start_index``); each query samples ``P`` points per head and level at
@@ -39,6 +60,14 @@ def multi_scale_deformable_attn(value, spatial_shapes, level_start_index, sampli
     bilinearly with zero padding and sums them with ``attention_weights[B, Q, heads, L, P]``:
     ``-> [B, Q, heads * Dh]``."""
     shapes = _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if use_triton(value, sampling_locations, attention_weights):
+        return _triton_kernel()(value, spatial_shapes.to(value.device), level_start_index.to(value.device),
+                                sampling_locations, attention_weights)
+    return multi_scale_deformable_attn_reference(value, shapes, sampling_locations, attention_weights)
+
+
+def multi_scale_deformable_attn_reference(value, shapes, sampling_locations, attention_weights):
+    """The PyTorch path: one ``grid_sample`` per level; ``shapes`` = [(H, W), ...]."""
     B, _, heads, Dh = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
     values = value.split([h * w for h, w in shapes], dim=1)
