@@ -7,7 +7,8 @@ from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, 
 1. each loss group's mean value and the L2 norm of its gradient on each student module (training mode, as in a
    training step; the weights are not changed);
 2. for every BEV map of teacher and student, the correlation of its per-cell feature norm with the GT object mask
-   under the eight symmetries of the grid; a map is aligned with the head's targets when the identity scores best.
+   under the eight symmetries of the grid; a map is aligned with the head's targets when the identity has the largest
+   magnitude (a negative correlation still marks object cells: their features are weaker, not elsewhere).
 """
 import argparse
 import json
@@ -74,10 +75,11 @@ def format_gradients(report):
 def format_alignment(alignment):
     symmetries = list(distill_analysis.GRID_SYMMETRIES)
     header = f"{'BEV map':<20}" + "".join(f"{s:>18}" for s in symmetries) + f"{'best':>18}"
-    lines = ["correlation of per-cell feature norm with the GT object mask, by grid symmetry", header,
+    lines = ["correlation of per-cell feature norm with the GT object mask, by grid symmetry (best: largest magnitude)",
+             header,
              "-" * len(header)]
     for name, row in alignment.items():
-        best = max(row, key=row.get)
+        best = distill_analysis.best_symmetry(row)
         lines.append(f"{name:<20}" + "".join(f"{row[s]:>18.3f}" for s in symmetries) + f"{best:>18}")
     return "\n".join(lines)
 

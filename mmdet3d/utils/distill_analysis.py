@@ -4,8 +4,9 @@
   L2 norm of its gradient on each student module, so that a loss that dominates, vanishes or reaches the wrong modules
   shows at once.
 * ``bev_alignment``: for each BEV map, the correlation of its per-cell feature norm with the GT object mask under the
-  eight symmetries of a square grid. A map whose best symmetry is not the identity is transposed or flipped relative
-  to the head's targets, and a feature loss between it and an aligned map would teach the wrong cells.
+  eight symmetries of a square grid. A map whose strongest (largest-magnitude) correlation is not at the identity is
+  transposed or flipped relative to the head's targets, and a feature loss between it and an aligned map would teach
+  the wrong cells.
 """
 import collections
 
@@ -69,6 +70,11 @@ def loss_gradient_norms(model, batch):
             i += len(params)
         report[group] = {"value": float(value.detach()), "grad_norm": norms}
     return report
+
+
+def best_symmetry(correlations):
+    """The symmetry whose correlation has the largest magnitude."""
+    return max(correlations, key=lambda s: abs(correlations[s]))
 
 
 def standardise(x):

@@ -82,9 +82,11 @@ def test_alignment_finds_transpose_and_flip():
     features = mask.repeat(1, 3, 1, 1) * (1 + torch.rand(2, 3, 12, 12, generator=g))
     maps = {"aligned": features, "transposed": features.transpose(-1, -2), "flipped": features.flip(-2)}
     result = distill_analysis.bev_alignment(maps, mask)
-    assert max(result["aligned"], key=result["aligned"].get) == "identity"
-    assert max(result["transposed"], key=result["transposed"].get) == "transpose"
-    assert max(result["flipped"], key=result["flipped"].get) == "flip_x"
+    assert distill_analysis.best_symmetry(result["aligned"]) == "identity"
+    assert distill_analysis.best_symmetry(result["transposed"]) == "transpose"
+    assert distill_analysis.best_symmetry(result["flipped"]) == "flip_x"
+    weaker_at_objects = distill_analysis.bev_alignment({"m": 2 - features.flip(-1)}, mask)["m"]
+    assert weaker_at_objects["flip_y"] < 0 and distill_analysis.best_symmetry(weaker_at_objects) == "flip_y"
     exact = distill_analysis.bev_alignment({"m": mask.repeat(1, 2, 1, 1)}, mask)["m"]
     assert exact["identity"] == pytest.approx((12 * 12 - 1) / (12 * 12), rel=1e-5)
 
