@@ -6,7 +6,9 @@ CKPT is a SimDistill checkpoint (teacher and student weights) or ``none`` for th
 from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, spread evenly), prints
 1. each loss group's mean value and the L2 norm of its gradient on each student module (training mode, as in a
    training step; the weights are not changed);
-2. for every BEV map of teacher and student, the correlation of its per-cell feature norm with the GT object mask
+2. the student's GT heatmap and box losses in eval mode (comparable between SimDistill and the baseline, which is the
+   same model with every distillation flag off);
+3. for every BEV map of teacher and student, the correlation of its per-cell feature norm with the GT object mask
    under the eight symmetries of the grid; a map is aligned with the head's targets when the identity has the largest
    magnitude (a negative correlation still marks object cells: their features are weaker, not elsewhere).
 """
@@ -113,19 +115,22 @@ def main(argv=None):
         return fail(e)
 
     indices = sorted(set(np.linspace(0, len(dataset) - 1, min(args.samples, len(dataset))).round().astype(int)))
-    reports, alignments = [], []
+    reports, alignments, detection = [], [], []
     head = model.heads_student["object"]
     for index in tqdm(indices, desc=f"analysing {args.split} samples", unit="sample"):
         batch = to_device(collate([dataset[int(index)]]), "cpu")
         reports.append(distill_analysis.loss_gradient_norms(model, batch))
+        detection.append(distill_analysis.student_detection_loss(model, batch))
         mask = head.object_mask(batch["gt_bboxes_3d"], batch["gt_labels_3d"])
         alignments.append(distill_analysis.bev_alignment(distill_analysis.student_and_teacher_maps(model, batch),
                                                          mask))
     result = {"config": args.config, "checkpoint": args.checkpoint, "split": args.split,
               "samples": [int(i) for i in indices], "losses": mean_reports(reports),
+              "student_detection_loss": {k: float(np.mean([d[k] for d in detection])) for k in detection[0]},
               "alignment": mean_alignment(alignments)}
     print(format_gradients(result["losses"]))
-    print()
+    det = result["student_detection_loss"]
+    print(f"\nstudent GT loss in eval mode: heatmap {det['heatmap']:.4f}, bbox {det['bbox']:.4f}\n")
     print(format_alignment(result["alignment"]))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

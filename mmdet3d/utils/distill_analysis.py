@@ -3,6 +3,8 @@
 * ``loss_gradient_norms``: for each loss group (GT detection, IMD, CMD, MMD-F, heatmap KD, box KD), its value and the
   L2 norm of its gradient on each student module, so that a loss that dominates, vanishes or reaches the wrong modules
   shows at once.
+* ``student_detection_loss``: the student's GT heatmap and box losses in eval mode, a continuous measure of how
+  well a student detects that still separates models whose mAP is too small to compare.
 * ``bev_alignment``: for each BEV map, the correlation of its per-cell feature norm with the GT object mask under the
   eight symmetries of a square grid. A map whose strongest (largest-magnitude) correlation is not at the identity is
   transposed or flipped relative to the head's targets, and a feature loss between it and an aligned map would teach
@@ -70,6 +72,20 @@ def loss_gradient_norms(model, batch):
             i += len(params)
         report[group] = {"value": float(value.detach()), "grad_norm": norms}
     return report
+
+
+def student_detection_loss(model, batch):
+    """``{"heatmap": float, "bbox": float}``: the student head's GT losses on ``batch``, summed over tasks, with the
+    model in eval mode (restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            head = model.heads_student["object"]
+            losses = head.loss(batch["gt_bboxes_3d"], batch["gt_labels_3d"], model.head_outputs(batch))
+    finally:
+        model.train(was_training)
+    return {kind: float(sum(v for k, v in losses.items() if k.startswith(kind + "/"))) for kind in ("heatmap", "bbox")}
 
 
 def best_symmetry(correlations):

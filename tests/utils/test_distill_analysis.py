@@ -94,3 +94,22 @@ def test_alignment_finds_transpose_and_flip():
 def test_alignment_rejects_a_grid_of_another_size():
     with pytest.raises(ValueError, match="'lidar'"):
         distill_analysis.bev_alignment({"lidar": torch.zeros(1, 4, 10, 10)}, torch.zeros(1, 1, 12, 12))
+
+
+def test_student_detection_loss_is_the_eval_mode_gt_loss():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_config("baseline.yaml").model).train()
+    batch = make_batch()
+    got = distill_analysis.student_detection_loss(model, batch)
+    assert model.training and model.heads_student.training and not model.heads.training
+
+    def summed(mode):
+        model.train(mode)
+        with torch.no_grad():
+            losses = model.heads_student["object"].loss(batch["gt_bboxes_3d"], batch["gt_labels_3d"],
+                                                        model.head_outputs(batch))
+        return {kind: float(sum(v for k, v in losses.items() if k.startswith(kind))) for kind in ("heatmap", "bbox")}
+
+    expected = summed(False)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert summed(True)["heatmap"] != pytest.approx(expected["heatmap"], rel=1e-3)  # batch statistics differ
