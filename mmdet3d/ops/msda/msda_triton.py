@@ -16,6 +16,22 @@ BLOCK_Q = 32
 
 
 @triton.jit
+def _program_tile(Q, heads, Dh: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's batch and head, its query indices and channel indices, with their validity masks."""
+    q = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    d = tl.arange(0, BLOCK_D)
+    return tl.program_id(1) // heads, tl.program_id(1) % heads, q, q < Q, d, d < Dh
+
+
+@triton.jit
+def _level_geometry(shapes_ptr, starts_ptr, level, b, S):
+    """Height and width of one level and the flat row of its first value token in sample ``b``."""
+    height = tl.load(shapes_ptr + 2 * level).to(tl.int32)
+    width = tl.load(shapes_ptr + 2 * level + 1).to(tl.int32)
+    return height, width, b * S + tl.load(starts_ptr + level).to(tl.int32)
+
+
+@triton.jit
 def _corner(value_ptr, row_base, xi, yi, width, height, h, heads, d, d_mask, q_mask, Dh: tl.constexpr):
     """Value rows at integer pixel (xi, yi) of one level, [BLOCK_Q, BLOCK_D], zero outside the map; their offsets;
     and the mask used."""
@@ -41,17 +57,10 @@ def _sample_position(loc_ptr, attn_ptr, point, q_mask, width, height):
 @triton.jit
 def _msda_forward_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr, S, Q, heads, L, P,
                          Dh: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
-    b = tl.program_id(1) // heads
-    h = tl.program_id(1) % heads
-    q = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    q_mask = q < Q
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < Dh
+    b, h, q, q_mask, d, d_mask = _program_tile(Q, heads, Dh, BLOCK, BLOCK_D)
     acc = tl.zeros((BLOCK, BLOCK_D), dtype=value_ptr.dtype.element_ty)
     for level in range(L):
-        height = tl.load(shapes_ptr + 2 * level).to(tl.int32)
-        width = tl.load(shapes_ptr + 2 * level + 1).to(tl.int32)
-        row_base = b * S + tl.load(starts_ptr + level).to(tl.int32)
+        height, width, row_base = _level_geometry(shapes_ptr, starts_ptr, level, b, S)
         for p in range(P):
             point = (((b * Q + q) * heads + h) * L + level) * P + p
             a, x0, y0, fx, fy = _sample_position(loc_ptr, attn_ptr, point, q_mask, width, height)
@@ -70,19 +79,12 @@ def _msda_forward_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, o
 def _msda_backward_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, grad_out_ptr, grad_value_ptr,
                           grad_loc_ptr, grad_attn_ptr, S, Q, heads, L, P,
                           Dh: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
-    b = tl.program_id(1) // heads
-    h = tl.program_id(1) % heads
-    q = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    q_mask = q < Q
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < Dh
+    b, h, q, q_mask, d, d_mask = _program_tile(Q, heads, Dh, BLOCK, BLOCK_D)
     out_offsets = ((b * Q + q) * heads + h) * Dh
     grad_out = tl.load(grad_out_ptr + out_offsets[:, None] + d[None, :], mask=q_mask[:, None] & d_mask[None, :],
                        other=0.0)
     for level in range(L):
-        height = tl.load(shapes_ptr + 2 * level).to(tl.int32)
-        width = tl.load(shapes_ptr + 2 * level + 1).to(tl.int32)
-        row_base = b * S + tl.load(starts_ptr + level).to(tl.int32)
+        height, width, row_base = _level_geometry(shapes_ptr, starts_ptr, level, b, S)
         for p in range(P):
             point = (((b * Q + q) * heads + h) * L + level) * P + p
             a, x0, y0, fx, fy = _sample_position(loc_ptr, attn_ptr, point, q_mask, width, height)
