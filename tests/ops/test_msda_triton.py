@@ -32,5 +32,6 @@ def test_dispatch_uses_triton_only_for_cuda_inputs(monkeypatch):
     monkeypatch.setattr(type(fake_cuda), "is_cuda", property(lambda t: t.device.type in ("cuda", "meta")))
     assert msda.use_triton(fake_cuda) == (msda._triton_kernel() is not None)
     assert not msda.use_triton(fake_cuda, cpu)
+    assert not msda.use_triton(fake_cuda, torch.empty(2 ** 31, dtype=torch.int8, device="meta"))
     monkeypatch.setenv(FORCE_REFERENCE_ENV, "1")
     assert not msda.use_triton(fake_cuda)

@@ -48,9 +48,10 @@ def _triton_kernel():
 
 
 def use_triton(*tensors):
-    """Triton runs when every input is on a CUDA device, Triton imports and the reference path is not forced."""
+    """Triton runs when every input is on a CUDA device, Triton imports and the reference path is not forced, and
+    each input has fewer than 2**31 elements (the kernels index with int32)."""
     return (os.environ.get(FORCE_REFERENCE_ENV, "0") != "1" and all(t.is_cuda for t in tensors)
-            and _triton_kernel() is not None)
+            and all(t.numel() < 2 ** 31 for t in tensors) and _triton_kernel() is not None)
 
 
 def multi_scale_deformable_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
