@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmdet3d.models.vtransforms import DepthLSSTransform, LSSTransform
+from mmdet3d.ops import BEVPoolPlan
 from mmdet3d.registry import MODELS
 
 DATA = Path(__file__).parents[1] / "data"
@@ -293,3 +294,42 @@ def test_depth_lss_paper_config_shapes():
         bev, depth = vt(torch.randn(1, 6, 256, 32, 88), [torch.from_numpy(points)], camera2lidar, lidar_aug,
                         camera2lidar, l2i, intr, camera2lidar, img_aug, lidar_aug, [{}])
     assert bev.shape == (1, 80, 180, 180) and depth.shape == (6, 118, 32, 88)
+
+
+def frustum_points_float64(vt, intrinsics, lidar2cam, img_aug):
+    """Independent float64 lift of every frustum entry to the LiDAR frame, [N, D, fH, fW, 3]."""
+    frustum = vt.frustum.double().numpy()
+    uv1 = np.concatenate([frustum[..., :2], np.ones_like(frustum[..., :1])], -1)
+    affine = np.linalg.inv(img_aug[[0, 1, 3]][:, [0, 1, 3]])  # the 2D part of the image augmentation
+    uv = uv1 @ affine.T
+    d = frustum[..., 2:3]
+    cam = np.concatenate([uv[..., :2] * d, d], -1)
+    out = []
+    for k, l2c in zip(intrinsics, lidar2cam):
+        ray = cam @ np.linalg.inv(k[:3, :3]).T
+        c2l = np.linalg.inv(l2c)
+        out.append(ray @ c2l[:3, :3].T + c2l[:3, 3])
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("rule", ["trunc", "floor"])
+def test_points_kept_on_the_real_frame_follow_the_cell_rule(rule):
+    """Paper config on the real frame: the plan keeps exactly the frustum points whose cell coordinate lies in
+    (-1, n) on every axis (trunc, BEVFusion) or in [0, n) (floor), counted independently in float64."""
+    _, intrinsics, lidar2cam = load_sample()
+    vt = DepthLSSTransform(**PAPER, cell_rule=rule)
+    geom = vt.get_geometry(*tensors([np.linalg.inv(lidar2cam)], [intrinsics], [[TEST_AUG] * 6], [np.eye(4)]))
+    plan = BEVPoolPlan(vt.voxel_coords(geom), 1, vt.grid_size)
+    kept = int((plan.cell_of_entry >= 0).sum())
+
+    scaled = (frustum_points_float64(vt, intrinsics, lidar2cam, TEST_AUG) - np.array([-54.0, -54.0, -10.0])) \
+        / np.array([0.3, 0.3, 20.0])
+    low = -1.0 if rule == "trunc" else 0.0
+    inside = ((scaled > low) if rule == "trunc" else (scaled >= low)) & (scaled < np.array([360, 360, 1]))
+    expected = int(inside.all(-1).sum())
+    total = scaled[..., 0].size
+    # float32 geometry may put a point within rounding distance of a border on the other side
+    assert abs(kept - expected) <= 1e-5 * total
+    if rule == "trunc":
+        floor_kept = int((((scaled >= 0) & (scaled < np.array([360, 360, 1]))).all(-1)).sum())
+        assert expected - floor_kept > 0.1 * total  # the z sliver below -10 m alone is > 10 % of the frustum

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmdet3d.ops import BEVPoolPlan, bev_pool, bev_pool_depth
+from mmdet3d.ops import BEVPoolPlan, bev_cells, bev_pool, bev_pool_depth
 
 
 def random_frustum(BN, D, fH, fW, C, grid, seed, dtype=torch.float64):
@@ -128,3 +128,25 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="coords"):
         bev_pool(torch.zeros(3, 2), torch.zeros(3, 3, dtype=torch.long), 1, 1, 1, 1)
 
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_bev_cells_trunc_keeps_the_sliver_below_the_first_cell(axis):
+    """BEVFusion's ``((p - lo) / step).long()``: cell coordinate -0.5 -> cell 0, -1.5 -> -1 (dropped); floor puts
+    -0.5 in cell -1. Grid lower corner (-2, -3, -10), steps (0.5, 0.25, 20)."""
+    lower, step = torch.tensor([-2.0, -3.0, -10.0]), torch.tensor([0.5, 0.25, 20.0])
+    points = (lower + 0.5 * step).repeat(4, 1)  # the first cell's centre on the two other axes
+    for row, cell_coordinate in enumerate([-0.5, -1.5, 0.5, 2.25]):
+        points[row, axis] = lower[axis] + cell_coordinate * step[axis]
+    trunc = bev_cells(points, lower, step)
+    floor = bev_cells(points, lower, step, rule="floor")
+    assert trunc.dtype == torch.int64
+    assert trunc[:, axis].tolist() == [0, -1, 0, 2]
+    assert floor[:, axis].tolist() == [-1, -2, 0, 2]
+    others = [a for a in range(3) if a != axis]
+    assert (trunc[:, others] == 0).all() and (floor[:, others] == 0).all()
+
+
+def test_bev_cells_rejects_unknown_rule():
+    with pytest.raises(ValueError, match="rule must be one of"):
+        bev_cells(torch.zeros(1, 3), [0, 0, 0], [1, 1, 1], rule="round")

@@ -9,7 +9,8 @@ import math
 import torch
 from torch import nn
 
-from mmdet3d.ops import bev_pool_depth
+from mmdet3d.ops import bev_cells, bev_pool_depth
+from mmdet3d.ops.bev_pool import CELL_RULES
 
 __all__ = ["BaseTransform", "make_downsample"]
 
@@ -38,10 +39,16 @@ class BaseTransform(nn.Module):
 
     ``image_size``/``feature_size`` are (H, W). ``xbound``/``ybound``/``zbound`` = (min, max, step) of the BEV grid
     in metres, ``dbound`` = (min, max, step) of the depth bins. The pooled map is [B, out_channels * Z, X, Y].
+    ``cell_rule`` assigns frustum points to cells: ``"trunc"`` (BEVFusion's, the default: a point up to one cell
+    below a grid bound is kept in the first cell) or ``"floor"`` (only points inside the grid); see ``bev_cells``.
     """
 
-    def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound):
+    def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
+                 cell_rule="trunc"):
         super().__init__()
+        if cell_rule not in CELL_RULES:
+            raise ValueError(f"{type(self).__name__}: cell_rule must be one of {CELL_RULES}, got {cell_rule!r}")
+        self.cell_rule = cell_rule
         self.in_channels = in_channels
         self.C = out_channels
         self.image_size = tuple(image_size)
@@ -88,8 +95,7 @@ class BaseTransform(nn.Module):
 
     def voxel_coords(self, geom):
         """Integer (x, y, z) BEV cell of each frustum point, [B*N, D, fH, fW, 3]; cells outside the grid included."""
-        coords = torch.floor((geom - self.grid_lower) / self.grid_step).long()
-        return coords.flatten(0, 1)
+        return bev_cells(geom, self.grid_lower, self.grid_step, self.cell_rule).flatten(0, 1)
 
     def bev_pool(self, geom, depth, feats):
         """Sum ``depth`` x ``feats`` per BEV cell: depth [B*N, D, fH, fW], feats [B*N, C, fH, fW] -> [B, C*Z, X, Y]."""

@@ -24,8 +24,9 @@ class DepthLSSTransform(BaseTransform):
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1):
-        super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound)
+                 downsample=1, cell_rule="trunc"):
+        super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
+                         cell_rule)
         encoded = tuple(_conv_out(_conv_out(s, 5, 4, 2), 5, 2, 2) for s in self.image_size)
         if encoded != self.feature_size:
             raise ValueError(f"DepthLSSTransform: the depth encoder maps image_size {list(self.image_size)} to "

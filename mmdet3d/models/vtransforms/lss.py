@@ -16,8 +16,9 @@ class LSSTransform(BaseTransform):
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1):
-        super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound)
+                 downsample=1, cell_rule="trunc"):
+        super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
+                         cell_rule)
         self.depthnet = nn.Conv2d(in_channels, self.D + self.C, 1)
         self.downsample = make_downsample(out_channels, downsample)
 

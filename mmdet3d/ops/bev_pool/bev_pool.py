@@ -4,7 +4,8 @@
 depth x feature outer product of LSS without building it: a ``BEVPoolPlan`` sorts the valid (camera, depth, pixel)
 entries by output cell once, which is a sparse matrix ``A[cell, pixel]`` whose non-zeros take the depth
 probabilities; pooling is then ``A @ feats`` (CSR row sums, BEVPoolv2-style on CUDA). The plan depends only on the
-frustum geometry, so with fixed calibration it can be built once and reused.
+frustum geometry, so with fixed calibration it can be built once and reused. ``bev_cells`` turns metric points into
+the integer cells both take.
 """
 import warnings
 
@@ -12,7 +13,9 @@ import torch
 
 from ..common import cuda_kernels
 
-__all__ = ["bev_pool", "bev_pool_depth", "BEVPoolPlan"]
+__all__ = ["bev_pool", "bev_pool_depth", "bev_cells", "BEVPoolPlan", "CELL_RULES"]
+
+CELL_RULES = ("trunc", "floor")
 
 
 def _compute_dtype(*tensors):
@@ -27,6 +30,22 @@ def _compute_dtype(*tensors):
 def _check_int(name, tensor):
     if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
         raise ValueError(f"bev_pool: {name} must be an integer tensor, got {tensor.dtype}")
+
+
+def bev_cells(points, lower, step, rule="trunc"):
+    """Integer BEV cell ``[..., 3]`` (int64) of metric points ``[..., 3]`` on a grid starting at ``lower`` with cell
+    size ``step``; cells outside the grid are returned as they are (the pooling drops them).
+
+    ``rule="trunc"`` is BEVFusion's ``((p - lo) / step).long()``: truncation toward zero, so a point whose cell
+    coordinate lies in (-1, 0) lands in cell 0 — every released BEVFusion/SimDistill checkpoint was trained with it.
+    ``rule="floor"`` assigns each point to the cell that contains it.
+    """
+    if rule not in CELL_RULES:
+        raise ValueError(f"bev_cells: rule must be one of {CELL_RULES}, got {rule!r}")
+    lower = torch.as_tensor(lower, dtype=points.dtype, device=points.device)
+    step = torch.as_tensor(step, dtype=points.dtype, device=points.device)
+    scaled = (points - lower) / step
+    return (scaled.trunc() if rule == "trunc" else scaled.floor()).long()
 
 
 def _sorted_csr(rows, num_rows, payload):
