@@ -107,21 +107,32 @@ def test_kd_box_paper_form_masked_by_objects():
     assert distill.kd_box_loss(s2, t, mask, w).item() == pytest.approx(expected, rel=1e-5)
 
 
+def legacy_to_ours(code):
+    """A released-code box code [..., 10] (x, y, z, log w, log l, log h, sin theta, cos theta, vx, vy with
+    theta = -yaw - pi/2) in our layout (log l, log w; sin yaw = -cos theta, cos yaw = -sin theta)."""
+    out = code.clone()
+    out[..., 3], out[..., 4] = code[..., 4], code[..., 3]
+    out[..., 6], out[..., 7] = -code[..., 7], -code[..., 6]
+    return out
+
+
 def test_kd_box_official_form_reference_5_3():
-    s, t, mask, w = box_inputs()
-    t[1, 2, 3] = float("nan")
+    """The released formula evaluated by hand on legacy-layout codes equals ours on the same codes in our layout."""
+    s_legacy, t_legacy, mask, w = box_inputs()
+    t_legacy[1, 2, 3] = float("nan")
     total = 0.0
     for b in range(2):
         per_sample = 0.0
         for k in range(3):
-            a = s[b, k].tolist()
-            tt = t[b, k].tolist()
+            a = s_legacy[b, k].tolist()
+            tt = t_legacy[b, k].tolist()
             a6, t6 = a[6], tt[6]
             a[6], tt[6] = math.sin(a6) * math.cos(t6), math.cos(a6) * math.sin(t6)
             tt = [ai if math.isnan(ti) else ti for ai, ti in zip(a, tt)]
             per_sample += sum(smooth_l1((a[c] - tt[c]) * w[c]) for c in range(10))
         total += per_sample / 3
-    assert distill.kd_box_loss(s, t, mask, w, official=True).item() == pytest.approx(total, rel=1e-5)
+    ours = distill.kd_box_loss(legacy_to_ours(s_legacy), legacy_to_ours(t_legacy), mask, w, official=True)
+    assert ours.item() == pytest.approx(total, rel=1e-6)
 
 
 def test_shape_mismatch_names_tensors():

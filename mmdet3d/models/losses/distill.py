@@ -16,6 +16,7 @@ KD_POSITIVE_THRESHOLD = 0.1
 QFL_BETA = 2.0
 SMOOTH_L1_BETA = 1.0 / 9.0
 OFFICIAL_CMD_SCALE = 100.0
+LEGACY_SIN_CHANNEL = 7  # our cos(yaw) channel = -sin(theta) of the released code's angle theta = -yaw - pi/2
 
 
 def _teacher(t, official):
@@ -77,16 +78,20 @@ def kd_box_loss(student_reg, teacher_reg, mask, code_weights, official=False):
     objects.
 
     Paper form: smooth-L1 (beta 1/9) weighted by code weights and the GT mask, divided by the number of objects.
-    Official form (REFERENCE §5.3): every slot counts (padding too), the "sin difference" is applied to channel 6,
-    each sample is divided by K and the batch is summed.
+    Official form (REFERENCE §5.3): every slot counts (padding too), the "sin difference" ``sin(a)cos(b)`` /
+    ``cos(a)sin(b)`` is applied to the released code's channel 6, each sample is divided by K and the batch is summed.
+    That channel holds sin(theta) of the legacy angle theta = -yaw - pi/2, which is ``-cos(yaw)`` = minus our channel
+    7 (and the legacy cos(theta) is minus our channel 6, whose plain difference is unchanged by the sign), so the sin
+    difference is taken of ``-channel 7`` and a model converted from released weights gets the released value.
     """
     _check_same_shape(student_reg, teacher_reg, "student box regression", "teacher box regression")
     weights = torch.as_tensor(code_weights, dtype=student_reg.dtype, device=student_reg.device)
     teacher = _teacher(teacher_reg, official)
     if official:
         a, t = student_reg.clone(), teacher.clone()
-        a[..., 6] = torch.sin(student_reg[..., 6]) * torch.cos(teacher[..., 6])
-        t[..., 6] = torch.cos(student_reg[..., 6]) * torch.sin(teacher[..., 6])
+        legacy_s, legacy_t = -student_reg[..., LEGACY_SIN_CHANNEL], -teacher[..., LEGACY_SIN_CHANNEL]
+        a[..., LEGACY_SIN_CHANNEL] = torch.sin(legacy_s) * torch.cos(legacy_t)
+        t[..., LEGACY_SIN_CHANNEL] = torch.cos(legacy_s) * torch.sin(legacy_t)
         t = torch.where(torch.isnan(t), a, t)
         per_slot = F.smooth_l1_loss((a - t) * weights, torch.zeros_like(a), beta=SMOOTH_L1_BETA, reduction="none")
         return (per_slot.flatten(1).sum(1) / student_reg.shape[1]).sum()
