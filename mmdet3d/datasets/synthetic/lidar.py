@@ -1,9 +1,10 @@
 """A 32-beam spinning LiDAR (elevations of the Velodyne HDL-32E on nuScenes' LIDAR_TOP) by ray casting against the
-ground and the boxes. Points are returned in the LIDAR_TOP frame as nuScenes stores them: x, y, z, intensity, ring."""
+ground and the boxes (an object's front end reflects more: ``raycast.in_front_end``). Points are returned in the
+LIDAR_TOP frame as nuScenes stores them: x, y, z, intensity, ring."""
 import numpy as np
 
 from .ground import ground_reflectivity
-from .raycast import FACE_NORMALS, box_corners, ray_box, ray_ground
+from .raycast import FACE_NORMALS, FRONT_REFLECTIVITY_GAIN, box_corners, in_front_end, ray_box, ray_ground
 
 ELEVATIONS_DEG = np.linspace(-30.67, 10.67, 32)
 MAX_RANGE, MIN_RANGE = 70.0, 1.0
@@ -73,7 +74,8 @@ class LidarRenderer:
             dl = np.stack([cb * dirs[on_box, 0] + sb * dirs[on_box, 1], -sb * dirs[on_box, 0] + cb * dirs[on_box, 1],
                            dirs[on_box, 2]], -1)
             cos_incidence[on_box] = np.abs((normal * dl).sum(1))
-            intensity[on_box] = reflectivity[owner[on_box]]
+            gain = np.where(in_front_end(points[on_box], b), FRONT_REFLECTIVITY_GAIN, 1.0)
+            intensity[on_box] = reflectivity[owner[on_box]] * gain
         intensity = intensity * (0.3 + 0.7 * cos_incidence) * rng.uniform(0.9, 1.1, len(t))
         xyz = (points - self.origin) @ self.rot
         out = np.column_stack([xyz, np.clip(np.rint(intensity), 0, 255), self.rings[keep]]).astype(np.float32)

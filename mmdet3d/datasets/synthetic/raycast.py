@@ -6,6 +6,19 @@ import numpy as np
 FACE_NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
 
 
+# The heading cue: the front end of every object (the part of its length within FRONT_FRACTION of the front face,
+# that face included) is painted light in the images and returns FRONT_REFLECTIVITY_GAIN x the LiDAR intensity, so
+# that the front differs from the back and the annotated yaw (along +l) points to it.
+FRONT_FRACTION = 0.3
+FRONT_REFLECTIVITY_GAIN = 2.5
+
+
+def in_front_end(points, boxes):
+    """Whether surface points ``[N, 3]`` lie in the front end of their boxes ``[N, 7]`` (same frame)."""
+    along = (points[:, 0] - boxes[:, 0]) * np.cos(boxes[:, 6]) + (points[:, 1] - boxes[:, 1]) * np.sin(boxes[:, 6])
+    return along >= boxes[:, 3] * (0.5 - FRONT_FRACTION)
+
+
 # Corners of the unit box (index bits: x, y, z sign) and the 12 edges between them.
 UNIT_CORNERS = np.array([[sx, sy, sz] for sx in (-.5, .5) for sy in (-.5, .5) for sz in (-.5, .5)])
 EDGES = np.array([(i, i ^ bit) for i in range(8) for bit in (1, 2, 4) if i < i ^ bit])

@@ -1,10 +1,11 @@
 """Camera images by vectorised ray casting in the ego frame: sky, textured ground, and oriented boxes in their
-class colour with Lambertian shading per face (vehicles get a darker window band and wheel band)."""
+class colour with Lambertian shading per face (vehicles get a darker window band and wheel band; every object a
+light front end, the heading cue of ``raycast.in_front_end``)."""
 import numpy as np
 
 from .ground import HAZE_COLOUR, ground_colour
 from .raycast import EDGES as _EDGES
-from .raycast import FACE_NORMALS, box_corners, ray_box, ray_ground
+from .raycast import FACE_NORMALS, box_corners, in_front_end, ray_box, ray_ground
 
 SUN = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])  # world frame, towards the sun
 AMBIENT, DIFFUSE = 0.5, 0.55
@@ -12,6 +13,7 @@ SKY_ZENITH = np.array([112.0, 150.0, 212.0])
 NOISE_STD = 2.0
 PLAIN, VEHICLE, TRAILER = 0, 1, 2  # surface styles
 NEAR = 0.1
+FRONT_TINT, FRONT_MIX = 0.95, 0.45  # the front end: the class colour mixed towards white (keeps its hue)
 
 
 class CameraRenderer:
@@ -101,7 +103,10 @@ class CameraRenderer:
             style = styles[obj]
             shade = np.where(side & (style == VEHICLE) & (height > 0.55) & (height < 0.9), shade * 0.45, shade)
             shade = np.where(side & (style != PLAIN) & (height < 0.18), shade * 0.5, shade)
-            image[hit] = colours[obj] * 255.0 * shade[:, None]
+            surface = self.origin + depth[hit, None] * self.dirs[hit]
+            front = in_front_end(surface, boxes[obj])[:, None]
+            colour = np.where(front, (1 - FRONT_MIX) * colours[obj] + FRONT_MIX * FRONT_TINT, colours[obj])
+            image[hit] = colour * 255.0 * shade[:, None]
         image = image + NOISE_STD * rng.standard_normal(image.shape, dtype=np.float32)
         image = np.clip(np.rint(image), 0, 255).astype(np.uint8).reshape(self.height, self.width, 3)
         return image, silhouette, visible
