@@ -39,6 +39,10 @@ def load_backbone_state(module, path, convert=None):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if convert is not None:
         state = convert(state)
+    own = module.state_dict()
+    if not any(k in own and tuple(v.shape) == tuple(own[k].shape) for k, v in state.items()):
+        raise ValueError(f"{type(module).__name__}: {path} holds no weights of this backbone (no key with a matching "
+                         f"name and shape; is it a checkpoint of another architecture?)")
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         print_log(f"{type(module).__name__} from {path}: missing keys {result.missing_keys}, "

@@ -16,7 +16,8 @@ class ResNet(nn.Module):
     """torchvision ResNet returning the outputs of stages ``out_indices`` (0 = ``layer1``, stride 4 ... 3 = stride 32).
 
     ``frozen_stages`` (-1: none, 0: stem, k: stem + layer1..k) sets ``requires_grad=False`` and keeps those layers in
-    eval mode; ``norm_eval`` keeps every BatchNorm in eval mode. Weights come only from a local ``pretrained`` file.
+    eval mode; ``norm_eval`` keeps every BatchNorm in eval mode. Weights come only from a local ``pretrained`` file
+    (or ``init_cfg=dict(type="Pretrained", checkpoint=PATH)``), loaded at construction.
     """
 
     def __init__(self, depth=50, out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False, pretrained=None,
@@ -33,6 +34,9 @@ class ResNet(nn.Module):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.pretrained = pretrained_path(pretrained, init_cfg, "ResNet")
+        # At construction, not only through init_weights: mmengine's recursive init stops at the ModuleDicts that
+        # hold the encoders, so a detector would otherwise keep a random backbone without a word.
+        self.init_weights()
         self._freeze()
 
     def _frozen_modules(self):

@@ -244,7 +244,7 @@ class SwinTransformer(nn.Module):
     """Swin Transformer (Liu et al. 2021) returning the LayerNorm-ed outputs of ``out_indices`` as [B, C, H, W].
 
     Stage ``i`` has ``embed_dims * 2**i`` channels at stride ``patch_size * 2**i``. ``pretrained`` (or
-    ``init_cfg=dict(type="Pretrained", checkpoint=PATH)``) names a local checkpoint loaded by :meth:`init_weights`;
+    ``init_cfg=dict(type="Pretrained", checkpoint=PATH)``) names a local checkpoint loaded at construction;
     with ``convert_weights`` an original-Swin checkpoint (``layers.*``) is first mapped to this layout.
     """
 
@@ -273,6 +273,9 @@ class SwinTransformer(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
         self._init_random()
+        # At construction, not only through init_weights: mmengine's recursive init stops at the ModuleDicts that
+        # hold the encoders, so a detector would otherwise keep a random backbone without a word.
+        self.init_weights()
 
     def _init_random(self):
         for m in self.modules():
