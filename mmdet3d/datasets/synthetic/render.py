@@ -66,9 +66,10 @@ class CameraRenderer:
         rows, cols = np.arange(v0, v1), np.arange(u0, u1)
         return (rows[:, None] * self.width + cols[None, :]).ravel()
 
-    def render(self, boxes, colours, styles, ego_pose, road, salt, rng):
+    def render(self, boxes, colours, styles, ego_pose, road, salt, rng, with_owner=False):
         """Image ``[H, W, 3]`` uint8 of ego-frame boxes ``[N, 7]`` with RGB ``colours [N, 3]`` (0-1) and surface
-        ``styles [N]``; also per box the pixels it would cover alone and the pixels where it is in front."""
+        ``styles [N]``; also per box the pixels it would cover alone and the pixels where it is in front, and with
+        ``with_owner`` the box each pixel shows ``[H, W]`` (-1: ground or sky)."""
         n = len(boxes)
         depth = self.t_ground.copy()
         owner = np.full(depth.shape, -1, dtype=np.int64)
@@ -109,4 +110,6 @@ class CameraRenderer:
             image[hit] = colour * 255.0 * shade[:, None]
         image = image + NOISE_STD * rng.standard_normal(image.shape, dtype=np.float32)
         image = np.clip(np.rint(image), 0, 255).astype(np.uint8).reshape(self.height, self.width, 3)
+        if with_owner:
+            return image, silhouette, visible, owner.reshape(self.height, self.width)
         return image, silhouette, visible
