@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 
-from mmdet3d.apis import CheckpointError, build_test_runner, init_distributed, shutdown_distributed
+from mmdet3d.apis import build_test_runner, init_distributed, shutdown_distributed
+from mmdet3d.apis.errors import INPUT_ERRORS, report_input_error
 from mmdet3d.apis.distributed import get_rank
 from mmdet3d.apis.hooks import write_metrics_json
 from mmdet3d.utils.config import load_config
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("--eval", choices=EVAL_CHOICES, default="bbox", help="metric family (3D boxes)")
     parser.add_argument("--out", help="write the metrics to this JSON file")
     parser.add_argument("--run-dir", "--run_dir", dest="run_dir", help="log folder (default runs/<config stem>/test)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a bad-input error")
     return parser.parse_known_args(argv)
 
 
@@ -52,17 +54,17 @@ def fail(error):
 def main(argv=None):
     args, overrides = parse_args(argv)
     init_distributed()
+    stem = os.path.splitext(os.path.basename(args.config))[0]
+    run_dir = args.run_dir or os.path.join("runs", stem, "test")
     try:
         try:
             cfg = load_config(args.config, overrides)
-            stem = os.path.splitext(os.path.basename(args.config))[0]
-            runner = build_test_runner(cfg, args.checkpoint, args.run_dir or os.path.join("runs", stem, "test"))
-        except (ValueError, FileNotFoundError) as e:
-            return fail(e)
-        try:
+            runner = build_test_runner(cfg, args.checkpoint, run_dir)
             metrics = runner.test()
-        except (CheckpointError, FileNotFoundError) as e:
-            return fail(e)
+        except INPUT_ERRORS as e:
+            if args.debug:
+                raise
+            return fail(report_input_error(e, run_dir))
         if get_rank() == 0:
             print(format_metrics(metrics), flush=True)
             if args.out:

@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-from mmdet3d.apis import CheckpointError, build_train_runner, init_distributed, shutdown_distributed
+from mmdet3d.apis import build_train_runner, init_distributed, shutdown_distributed
+from mmdet3d.apis.errors import INPUT_ERRORS, report_input_error
 from mmdet3d.utils.config import load_config
 
 
@@ -25,6 +26,7 @@ def parse_args(argv=None):
     parser.add_argument("--run-dir", "--run_dir", dest="run_dir", help="output folder (default runs/<config stem>)")
     parser.add_argument("--load_from", "--load-from", dest="load_from", help="checkpoint whose weights start the run")
     parser.add_argument("--resume", action="store_true", help="continue from <run dir>/latest.pth if it exists")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a bad-input error")
     return parser.parse_known_args(argv)
 
 
@@ -47,17 +49,17 @@ def fail(error):
 def main(argv=None):
     args, overrides = parse_args(argv)
     init_distributed()
+    run_dir = args.run_dir or default_run_dir(args.config)
     try:
-        # Bad input (config, paths, checkpoints) is reported in one line; anything else keeps its traceback.
+        # Bad input (config, paths, checkpoints, data) is reported in one line; anything else keeps its traceback.
         try:
             cfg = load_train_config(args, overrides)
-            runner = build_train_runner(cfg, args.run_dir or default_run_dir(args.config), resume=args.resume)
-        except (ValueError, FileNotFoundError) as e:
-            return fail(e)
-        try:
+            runner = build_train_runner(cfg, run_dir, resume=args.resume)
             runner.train()
-        except (CheckpointError, FileNotFoundError) as e:
-            return fail(e)
+        except INPUT_ERRORS as e:
+            if args.debug:
+                raise
+            return fail(report_input_error(e, run_dir))
     finally:
         shutdown_distributed()
     return 0

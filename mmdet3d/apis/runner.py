@@ -28,6 +28,8 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 from mmdet3d.datasets.collate import collate
+from mmdet3d.datasets.pipelines.modality import without_points
+from mmdet3d.registry import MODELS
 
 from . import evaluator, hooks, wrappers  # noqa: F401  (registrations)
 from .checkpoint import LATEST, extract_state_dict, load_state_dict_checked, read_checkpoint
@@ -105,8 +107,15 @@ def import_custom_modules(cfg):
         import_modules_from_strings(**_plain(custom))
 
 
-def _dataloader(dataset_cfg, batch_size, workers, shuffle):
-    dataset = copy.deepcopy(dataset_cfg)
+def model_reads_points(model_cfg, training):
+    """``reads_points`` of the model class (True for a model type that does not say)."""
+    cls = MODELS.get(model_cfg.get("type")) if model_cfg.get("type") else None
+    reads = getattr(cls, "reads_points", None)
+    return True if reads is None else bool(reads(model_cfg, training))
+
+
+def _dataloader(dataset_cfg, batch_size, workers, shuffle, points=True):
+    dataset = copy.deepcopy(dataset_cfg) if points else without_points(dataset_cfg)
     batch_size = dataset.pop("samples_per_gpu", batch_size)
     workers = dataset.pop("workers_per_gpu", workers)
     return {
@@ -176,9 +185,47 @@ def _common_runner_args(cfg, run_dir):
     }, log_interval
 
 
+def check_teacher(cfg, resume_checkpoint):
+    """A SimDistill model trains only from a trained teacher: ``model.teacher_checkpoint``, or the run's own
+    checkpoint when resuming (it holds the teacher), unless ``allow_random_teacher`` is set."""
+    model = cfg.get("model") or {}
+    if model.get("type") == "SimDistill" and not model.get("teacher_checkpoint") and resume_checkpoint is None \
+            and not cfg.get("allow_random_teacher"):
+        raise ValueError("model.teacher_checkpoint is not set: this SimDistill student would distil from (and start "
+                         "from) a random, frozen teacher; pass --model.teacher_checkpoint runs/<teacher>/latest.pth")
+
+
+def _number_at(cfg, path):
+    node = cfg
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, (dict, Config)) else None
+    return node
+
+
+# (key, smallest allowed value, integer only): checked before the runner writes anything.
+TRAIN_NUMBERS = (("max_epochs", 1, True), ("data.samples_per_gpu", 1, True), ("data.workers_per_gpu", 0, True),
+                 ("evaluation.interval", 0, True), ("checkpoint_config.interval", 1, True),
+                 ("log_config.interval", 1, True), ("seed", 0, True), ("optimizer.lr", 0.0, False))
+
+
+def check_train_numbers(cfg):
+    """One-line errors for schedule and loader numbers that cannot work (``--max_epochs -1``, a batch of 0)."""
+    for key, lowest, integer in TRAIN_NUMBERS:
+        value = _number_at(cfg, key)
+        if value is None:
+            continue
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or value < lowest:
+            want = f"an integer >= {lowest}" if integer else f"a number >= {lowest}"
+            raise ValueError(f"{key} must be {want}, got {value!r}")
+
+
 def build_train_runner(cfg, run_dir, resume=False):
     """Runner for ``tools/train.py``: training with validation every ``evaluation.interval`` epochs."""
     cfg = cfg if isinstance(cfg, Config) else Config(cfg)
+    check_train_numbers(cfg)
+    resume_checkpoint = find_resume_checkpoint(cfg, run_dir, resume)
+    check_teacher(cfg, resume_checkpoint)
     import_custom_modules(cfg)
     args, log_interval = _common_runner_args(cfg, run_dir)
     data = cfg.get("data") or {}
@@ -194,11 +241,13 @@ def build_train_runner(cfg, run_dir, resume=False):
             raise ValueError(f"evaluation.interval is {eval_interval} but the config has no 'data.val' "
                              "(set --evaluation.interval 0 to train without validation)")
         train_cfg.update(val_interval=int(eval_interval), val_begin=1)
-        args.update(val_dataloader=_dataloader(_plain(data["val"]), 1, workers, shuffle=False),
+        args.update(val_dataloader=_dataloader(_plain(data["val"]), 1, workers, shuffle=False,
+                                               points=model_reads_points(cfg["model"], training=False)),
                     val_evaluator=_evaluator(cfg), val_cfg={"type": "ValLoop", "fp16": inference_fp16(cfg)})
     return SimDistillRunner(
         **args,
-        train_dataloader=_dataloader(_plain(data["train"]), samples_per_gpu, workers, shuffle=True),
+        train_dataloader=_dataloader(_plain(data["train"]), samples_per_gpu, workers, shuffle=True,
+                                     points=model_reads_points(cfg["model"], training=True)),
         train_cfg=train_cfg,
         optim_wrapper=build_optim_wrapper_cfg(_plain(cfg), device_type=get_device()),
         param_scheduler=build_param_scheduler_cfgs(_plain(cfg)) or None,
@@ -212,7 +261,7 @@ def build_train_runner(cfg, run_dir, resume=False):
         custom_hooks=[{"type": "WeightsOnlyCheckpointHook"}, {"type": "ProgressBarHook"},
                       {"type": "MetricsDumpHook"}] + list(_plain(cfg.get("custom_hooks") or [])),
         load_from=cfg.get("load_from"),
-        resume_from=find_resume_checkpoint(cfg, run_dir, resume),
+        resume_from=resume_checkpoint,
         strict_load=False,
     )
 
@@ -227,7 +276,8 @@ def build_test_runner(cfg, checkpoint, run_dir):
         raise ValueError("config has no 'data.test' dataset")
     return SimDistillRunner(
         **args,
-        test_dataloader=_dataloader(_plain(data["test"]), 1, data.get("workers_per_gpu", 0), shuffle=False),
+        test_dataloader=_dataloader(_plain(data["test"]), 1, data.get("workers_per_gpu", 0), shuffle=False,
+                                    points=model_reads_points(cfg["model"], training=False)),
         test_evaluator=_evaluator(cfg),
         test_cfg={"type": "TestLoop", "fp16": inference_fp16(cfg)},
         custom_hooks=[{"type": "ProgressBarHook"}],

@@ -75,7 +75,10 @@ class NuScenesMetric(BaseMetric):
         self.modality = modality or {"use_camera": True, "use_lidar": True}
         self.out_dir = out_dir
         self.eval_config = eval_config
-        infos, _ = load_infos(ann_file)
+        infos, metadata = load_infos(ann_file)
+        if metadata.get("version") not in (None, version):
+            raise ValueError(f"{ann_file}: info file of {metadata['version']}, but the evaluation is on version "
+                             f"{version} (set --version, or convert this version with tools/create_data.py)")
         self.lidar2global = {
             i["token"]: transform_matrix(i["ego2global_translation"], i["ego2global_rotation"])
             @ transform_matrix(i["lidar2ego_translation"], i["lidar2ego_rotation"])

@@ -148,6 +148,11 @@ def _plain(obj):
     return obj
 
 
+# Names an expression may use besides the config's top-level keys: ``join`` builds paths (``dataset_root`` may be
+# given with or without a trailing slash).
+EXPRESSION_GLOBALS = {"__builtins__": __builtins__, "join": os.path.join}
+
+
 def _is_expression(value):
     return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
@@ -188,7 +193,7 @@ class _Evaluator:
             raise ConfigError(f"{self.filename}: key '{where}': ${{}} references form a cycle: {chain}")
         self.active.append(path)
         try:
-            result = eval(expr, {"__builtins__": __builtins__}, _Scope(self, ()))
+            result = eval(expr, EXPRESSION_GLOBALS, _Scope(self, ()))
             return self.materialise(result)
         except ConfigError:
             raise

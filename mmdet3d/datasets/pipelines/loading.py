@@ -16,10 +16,12 @@ def load_points_file(path, load_dim):
     """Reads a float32 ``.pcd.bin`` as ``[P, load_dim]``; a wrong size or a NaN/inf value is a one-line error."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"point cloud file not found: {path}")
+    # Checked in bytes: np.fromfile silently drops a trailing partial float.
+    size = os.path.getsize(path)
+    if size % (4 * load_dim):
+        raise ValueError(f"{path}: {size} bytes is not a whole number of points of {load_dim} float32 values "
+                         f"({4 * load_dim} bytes each)")
     raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % load_dim:
-        raise ValueError(
-            f"{path}: {raw.size * 4} bytes is not a whole number of points of {load_dim} float32 values")
     points = raw.reshape(-1, load_dim)
     bad = ~np.isfinite(points).all(axis=1)
     if bad.any():

@@ -91,6 +91,15 @@ class BEVFusion(BaseModel):
     def sensors(self):
         return tuple(self.encoders.keys())
 
+    @staticmethod
+    def reads_points(model_cfg, training):
+        """Whether a model of this config consumes LiDAR points (a LiDAR encoder, or LiDAR depth in the view
+        transform); the data pipeline loads none otherwise."""
+        encoders = model_cfg.get("encoders") or {}
+        camera = encoders.get("camera")
+        depth_input = isinstance(camera, dict) and (camera.get("vtransform") or {}).get("type") == "DepthLSSTransform"
+        return isinstance(encoders.get("lidar"), dict) or depth_input
+
     def extract_camera_features(self, batch):
         encoder = self.encoders["camera"]
         img = batch["img"]

@@ -120,6 +120,11 @@ class SimDistill(BEVFusion):
             self.load_teacher(teacher_checkpoint)
         self.freeze_teacher()
 
+    @staticmethod
+    def reads_points(model_cfg, training):
+        """Training runs the LiDAR teacher; inference is the camera-only student, unless LiDAR depth is fed to it."""
+        return training or OfficialSwitches.from_config(model_cfg.get("official")).student_depth_input
+
     # ----------------------------------------------------------------------------------------------- set-up
     def teacher_modules(self):
         names = ["encoders", "decoder", "heads"] + ([] if self.official.trainable_teacher_fuser else ["fuser"])
