@@ -97,23 +97,36 @@ def split_cli_overrides(argv):
     return pairs
 
 
-def apply_overrides(tree, overrides, source="command line"):
-    """Sets ``key.sub = yaml(value)`` for each pair; the key must already exist in the merged tree."""
+def apply_overrides(tree, overrides, source="command line", defer_expressions=False):
+    """Sets ``key.sub = yaml(value)`` for each pair; the key must already exist in the merged tree.
+
+    With ``defer_expressions``, a key below a ``${}`` subtree (``model.encoders.camera.backbone.depth`` while
+    ``backbone`` is ``${resnet50_backbone}``) is not set but returned, to be applied once the tree is evaluated.
+    """
+    deferred = []
     for key, raw in overrides:
         node = tree
         parts = key.split(".")
         for depth, part in enumerate(parts):
+            if defer_expressions and _is_expression(node):
+                deferred.append((key, raw))
+                break
             if not isinstance(node, dict) or part not in node:
                 missing = ".".join(parts[: depth + 1])
                 raise ConfigError(f"override --{key} from the {source}: key '{missing}' exists nowhere in the config")
             if depth < len(parts) - 1:
                 node = node[part]
-        try:
-            value = yaml.safe_load(raw) if isinstance(raw, str) else raw
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override --{key}: value {raw!r} is not valid YAML ({e})") from e
-        node[parts[-1]] = _float_if_numeric(value)
-    return tree
+        else:
+            node[parts[-1]] = _override_value(key, raw)
+    return deferred if defer_expressions else tree
+
+
+def _override_value(key, raw):
+    try:
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override --{key}: value {raw!r} is not valid YAML ({e})") from e
+    return _float_if_numeric(value)
 
 
 def _float_if_numeric(value):
@@ -259,8 +272,12 @@ def load_config(path, overrides=None):
     tree = {}
     for file in config_chain(path):
         merge_into(tree, {k: v for k, v in _read(file).items() if k != "_base_"})
+    deferred = []
     if overrides:
         pairs = split_cli_overrides(overrides) if isinstance(overrides[0], str) else list(overrides)
-        apply_overrides(tree, pairs)
-    tree = evaluate_expressions(tree, filename=path)
+        deferred = apply_overrides(tree, pairs, defer_expressions=True)
+    # A key at its merged path inside a ${} subtree is set in the evaluated tree, where it exists; _plain first
+    # gives every path its own dict (evaluation shares one between a subtree and the key it came from).
+    tree = _plain(evaluate_expressions(tree, filename=path))
+    apply_overrides(tree, deferred)
     return Config(tree, filename=os.path.abspath(path))

@@ -133,3 +133,45 @@ def test_delete_replaces_an_inherited_dict(tmp_path):
     cfg = load_config(leaf)
     assert cfg.sched == {"policy": "cosine"}
     assert cfg.opt == {"lr": 3, "wd": 2}
+
+
+MODEL_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+                       if os.path.basename(p) != "default.yaml")
+
+
+def _leaves(node, prefix):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}")
+    else:
+        yield prefix, node
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
+def test_every_model_key_is_overridable_at_its_merged_path(path):
+    """Every leaf under ``model`` of the evaluated config takes an override at that path (many of them lie inside
+    ``${camera_neck}``-style subtrees), and a changed value lands there without touching the key it came from."""
+    import yaml
+    cfg = load_config(path)
+    leaves = [(key, value) for key, value in _leaves(cfg.to_dict()["model"], "model")
+              if not isinstance(value, list) or value]
+    overrides = [(key, yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip())
+                 for key, value in leaves]
+    again = load_config(path, overrides)
+    assert again.to_dict()["model"] == cfg.to_dict()["model"]
+    camera = cfg.model.get("encoders", {}).get("camera")
+    if isinstance(camera, dict):
+        backbone_type = camera["backbone"]["type"]
+        changed = load_config(path, ["--model.encoders.camera.backbone.type", "Other",
+                                     "--model.encoders.camera.vtransform.dbound", "[1.0, 60.0, 0.25]"])
+        assert changed.model.encoders.camera.backbone.type == "Other"
+        assert changed.model.encoders.camera.vtransform.dbound == [1.0, 60.0, 0.25]
+        assert changed.camera_vtransform.dbound == cfg.camera_vtransform.dbound
+        assert [v for k, v in _leaves(changed.to_dict(), "") if k.endswith(".type") and v == "Other"] == ["Other"]
+        assert backbone_type != "Other"
+
+
+def test_alias_overrides_still_feed_the_model():
+    cfg = load_config(os.path.join(REPO, "configs", "synthetic", "det", "camera_lss.yaml"),
+                      ["--camera_vtransform.type", "DepthLSSTransform"])
+    assert cfg.model.encoders.camera.vtransform.type == "DepthLSSTransform"
