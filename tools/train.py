@@ -14,6 +14,7 @@ import os
 import sys
 
 from mmdet3d.apis import build_train_runner, init_distributed, shutdown_distributed
+from mmdet3d.apis.runner import RunFinished
 from mmdet3d.apis.errors import INPUT_ERRORS, report_input_error
 from mmdet3d.utils.config import load_config
 
@@ -56,6 +57,8 @@ def main(argv=None):
             cfg = load_train_config(args, overrides)
             runner = build_train_runner(cfg, run_dir, resume=args.resume)
             runner.train()
+        except RunFinished as e:
+            print(f"train.py: {e}")
         except INPUT_ERRORS as e:
             if args.debug:
                 raise

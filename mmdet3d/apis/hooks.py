@@ -65,15 +65,68 @@ def write_metrics_json(metrics, path):
     atomic_write_bytes((json.dumps(_jsonable(metrics), indent=2) + "\n").encode(), path)
 
 
+HEADLINE_METRICS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
+
+
+def metrics_line(metrics):
+    """The headline metrics in one line (``mAP 0.123  NDS 0.234 ...``; every metric for other evaluators)."""
+    short = {k.split("/")[-1]: v for k, v in metrics.items()}
+    names = [n for n in HEADLINE_METRICS if n in short] or list(short)
+    return "  ".join(f"{n} {short[n]:.4f}" if isinstance(short[n], float) else f"{n} {short[n]}" for n in names)
+
+
 @HOOKS.register_module()
 class MetricsDumpHook(Hook):
-    """Writes each evaluation's metrics to ``<run dir>/metrics_epoch_<N>.json`` (rank 0)."""
+    """Writes each evaluation's metrics to ``<run dir>/metrics_epoch_<N>.json`` and prints their headline in one
+    line (rank 0)."""
 
     priority = "LOW"
 
     def after_val_epoch(self, runner, metrics=None):
         if metrics and is_main_process():
-            write_metrics_json(metrics, os.path.join(runner.work_dir, f"metrics_epoch_{runner.epoch}.json"))
+            path = os.path.join(runner.work_dir, f"metrics_epoch_{runner.epoch}.json")
+            write_metrics_json(metrics, path)
+            print(f"epoch {runner.epoch} val: {metrics_line(metrics)}  ({path})", flush=True)
+
+
+@HOOKS.register_module()
+class RunSummaryHook(Hook):
+    """Prints what the run is, in a dozen lines, before its first iteration (rank 0); the whole environment,
+    config and hook list go to the run's text log only."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, config_path=None, overrides=0, start=None):
+        self.config_path, self.overrides, self.start = config_path, overrides, start
+
+    def before_train(self, runner):
+        if not is_main_process():
+            return
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        params = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        loader = runner.train_dataloader
+        cfg = runner.cfg
+        optimizer = (cfg.get("optimizer") or {})
+        schedule = (cfg.get("lr_config") or {}).get("policy", "constant")
+        val_size = len(runner.val_loop.dataloader.dataset) if getattr(runner, "_val_loop", None) else None
+        device = next(model.parameters()).device
+        sensors = getattr(model, "sensors", None)
+        lines = [
+            f"config    {self.config_path or cfg.filename}" + (f" (+{self.overrides} overrides)" if self.overrides
+                                                               else ""),
+            f"run dir   {runner.work_dir} (text log {os.path.join(runner.log_dir, runner.timestamp + '.log')})",
+            f"model     {type(model).__name__}" + (f" [{', '.join(sensors)}]" if sensors else "")
+            + f", {params / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trained)",
+            f"data      train {len(loader.dataset)} samples, {len(loader)} iterations/epoch of batch "
+            f"{loader.batch_size}" + (f"; val {val_size} samples" if val_size is not None else "; no validation"),
+            f"schedule  {runner.max_epochs} epochs from epoch {runner.epoch}, {optimizer.get('type', '?')} lr "
+            f"{optimizer.get('lr', '?')}, {schedule}",
+            f"device    {device.type}, world size {runner.world_size}, {torch.get_num_threads()} CPU threads",
+            f"start     {self.start or 'from scratch'}"
+            + (f" at epoch {runner.epoch}, iteration {runner.iter}" if runner.iter else ""),
+        ]
+        print("\n".join(lines), flush=True)
 
 
 @HOOKS.register_module()

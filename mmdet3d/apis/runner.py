@@ -17,6 +17,7 @@ JSON and TensorBoard events).
 """
 import copy
 import itertools
+import logging
 import os
 
 import yaml
@@ -42,6 +43,15 @@ LOG_KEYS = {"interval", "hooks"}  # mmcv's logger `hooks` are implied: text log 
 _runner_count = itertools.count()
 
 
+# mmengine warnings that every run of ours would print and that ask nothing of the user.
+MMENGINE_NOISE = ("has no metainfo", '"FileClient" will be deprecated', '"HardDiskBackend" is the alias')
+
+
+def _not_mmengine_noise(record):
+    message = record.getMessage()
+    return not any(noise in message for noise in MMENGINE_NOISE)
+
+
 class SimDistillRunner(Runner):
     """mmengine ``Runner`` with the project's checkpoint policy.
 
@@ -58,6 +68,16 @@ class SimDistillRunner(Runner):
         self._strict_load = strict_load
         self._model_wrapper_cfg = model_wrapper_cfg
         super().__init__(*args, resume=resume_from is not None, **kwargs)
+
+    def build_logger(self, log_level="INFO", log_file=None, **kwargs):
+        # The console shows warnings, progress bars and the run summary; the environment, the whole config, the hook
+        # list and the interval lines go to the text log in the run directory.
+        logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(max(handler.level, logging.WARNING))
+                handler.addFilter(_not_mmengine_noise)
+        return logger
 
     def wrap_model(self, model_wrapper_cfg, model):
         # mmengine reads the wrapper from ``cfg``; ours comes from the runner's arguments.
@@ -220,11 +240,35 @@ def check_train_numbers(cfg):
             raise ValueError(f"{key} must be {want}, got {value!r}")
 
 
+def _start_line(cfg, resume_checkpoint):
+    if resume_checkpoint:
+        return f"resuming {resume_checkpoint}"
+    teacher = (cfg.get("model") or {}).get("teacher_checkpoint")
+    parts = [f"weights from {cfg['load_from']}"] if cfg.get("load_from") else ["from scratch"]
+    return ", ".join(parts + ([f"teacher {teacher}"] if teacher else []))
+
+
+class RunFinished(Exception):
+    """``--resume`` of a run whose checkpoint already holds every epoch of the schedule."""
+
+
+def finished_epochs(checkpoint):
+    """Epochs a run's checkpoint has completed (its ``meta.epoch``), or None."""
+    meta = read_checkpoint(checkpoint).get("meta") or {}
+    epoch = meta.get("epoch")
+    return int(epoch) if epoch is not None else None
+
+
 def build_train_runner(cfg, run_dir, resume=False):
     """Runner for ``tools/train.py``: training with validation every ``evaluation.interval`` epochs."""
     cfg = cfg if isinstance(cfg, Config) else Config(cfg)
     check_train_numbers(cfg)
     resume_checkpoint = find_resume_checkpoint(cfg, run_dir, resume)
+    if resume_checkpoint:
+        done, planned = finished_epochs(resume_checkpoint), int(cfg.get("max_epochs", 1))
+        if done is not None and done >= planned:
+            raise RunFinished(f"{resume_checkpoint} has finished its schedule ({done} of {planned} epochs); nothing "
+                              f"to resume (raise --max_epochs to train on)")
     check_teacher(cfg, resume_checkpoint)
     import_custom_modules(cfg)
     args, log_interval = _common_runner_args(cfg, run_dir)
@@ -258,7 +302,8 @@ def build_train_runner(cfg, run_dir, resume=False):
                            "max_keep_ckpts": int(ckpt_config.get("max_keep_ckpts", -1) or -1),
                            **{k: ckpt_config[k] for k in ("save_optimizer", "save_last") if k in ckpt_config}},
         },
-        custom_hooks=[{"type": "WeightsOnlyCheckpointHook"}, {"type": "ProgressBarHook"},
+        custom_hooks=[{"type": "RunSummaryHook", "config_path": cfg.filename,
+                       "start": _start_line(cfg, resume_checkpoint)}, {"type": "WeightsOnlyCheckpointHook"}, {"type": "ProgressBarHook"},
                       {"type": "MetricsDumpHook"}] + list(_plain(cfg.get("custom_hooks") or [])),
         load_from=cfg.get("load_from"),
         resume_from=resume_checkpoint,

@@ -194,7 +194,7 @@ def test_a_killed_run_resumes_where_it_stopped(workspace, single_run):
     assert read_checkpoint(str(run_dir / "latest.pth"))["meta"]["epoch"] == 1
 
     result = run([TRAIN, config, "--run-dir", run_dir, "--resume"], cwd=root)
-    assert "resumed epoch: 1, iter: 4" in result.stdout + result.stderr
+    assert f"start     resuming {run_dir / 'latest.pth'} at epoch 1, iteration 4" in result.stdout
     reference, resumed = scalars(single_run), scalars(str(run_dir))
     assert sorted(resumed) == sorted(reference)
     for step in range(5, EPOCHS * TRAIN_SAMPLES // 4 + 1):
@@ -237,3 +237,24 @@ def test_test_cli_reports_bad_checkpoints_in_one_line(workspace, single_run, tmp
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and checkpoint in err
     assert "encoder.weight: checkpoint [8, 8] vs model [16, 8]" in err
+
+
+def test_console_shows_a_short_summary_and_the_log_keeps_everything(workspace, tmp_path):
+    root, config = workspace
+    run_dir = tmp_path / "quiet"
+    result = run([TRAIN, config, "--run-dir", run_dir, "--max_epochs", "1"], cwd=root)
+    out = result.stdout.strip().splitlines()
+    assert len(out) <= 12, out
+    assert out[0].startswith("config    ") and any(line.startswith("data      train 16 samples") for line in out)
+    assert not any(noise in result.stdout + result.stderr for noise in ("System environment", "Hooks will be",
+                                                                         "has no metainfo", "HardDiskBackend"))
+    (log,) = glob.glob(os.path.join(run_dir, "*", "*.log"))
+    text = open(log).read()
+    assert "System environment" in text and "Config:" in text and "\x1b[" not in text
+
+
+def test_resuming_a_finished_run_says_so(workspace, single_run, capsys):
+    _, config = workspace
+    assert load_tool(TRAIN).main([config, "--run-dir", single_run, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "has finished its schedule (3 of 3 epochs); nothing to resume" in out
