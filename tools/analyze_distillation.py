@@ -64,25 +64,33 @@ def short(module):
     return module.replace("encoders_student.camera.", "cam.").replace("_student", "")
 
 
+def format_table(title, headers, rows):
+    """A titled table whose columns are as wide as their longest entry and at least two spaces apart (the first
+    left-aligned, the others right-aligned), so that no header runs into the next."""
+    cells = [list(headers)] + [list(r) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    header = line(cells[0])
+    return "\n".join([title, header, "-" * len(header)] + [line(r) for r in cells[1:]])
+
+
 def format_gradients(report):
     modules = list(next(iter(report.values()))["grad_norm"])
-    header = f"{'loss group':<16}{'value':>10}" + "".join(f"{short(m):>14}" for m in modules)
-    lines = ["mean loss value and gradient L2 norm on each student module", header, "-" * len(header)]
-    for group, row in report.items():
-        lines.append(f"{group:<16}{row['value']:>10.4f}" + "".join(f"{row['grad_norm'][m]:>14.4g}" for m in modules))
-    return "\n".join(lines)
+    rows = [[group, f"{row['value']:.4f}"] + [f"{row['grad_norm'][m]:.4g}" for m in modules]
+            for group, row in report.items()]
+    return format_table("mean loss value and gradient L2 norm on each student module",
+                        ["loss group", "value"] + [short(m) for m in modules], rows)
 
 
 def format_alignment(alignment):
     symmetries = list(distill_analysis.GRID_SYMMETRIES)
-    header = f"{'BEV map':<20}" + "".join(f"{s:>18}" for s in symmetries) + f"{'best':>18}"
-    lines = ["correlation of per-cell feature norm with the GT object mask, by grid symmetry (best: largest magnitude)",
-             header,
-             "-" * len(header)]
-    for name, row in alignment.items():
-        best = distill_analysis.best_symmetry(row)
-        lines.append(f"{name:<20}" + "".join(f"{row[s]:>18.3f}" for s in symmetries) + f"{best:>18}")
-    return "\n".join(lines)
+    rows = [[name] + [f"{row[s]:.3f}" for s in symmetries] + [distill_analysis.best_symmetry(row)]
+            for name, row in alignment.items()]
+    return format_table("correlation of per-cell feature norm with the GT object mask, by grid symmetry "
+                        "(best: largest magnitude)", ["BEV map"] + symmetries + ["best"], rows)
 
 
 def fail(error):

@@ -29,3 +29,17 @@ def test_cli_rejects_a_model_without_a_student(capsys):
     assert load_tool("analyze_distillation").main([config, "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "SimDistill" in err
+
+
+def test_tables_keep_every_column_apart():
+    import re
+    tool = load_tool("analyze_distillation")
+    report = {"detection": {"value": 12.5, "grad_norm": {"encoders_student.camera.vtransform2": 1234.5678,
+                                                         "decoder_student": 0.5}},
+              "kd_box": {"value": 0.25, "grad_norm": {"encoders_student.camera.vtransform2": 1e-7,
+                                                      "decoder_student": 3.0}}}
+    lines = tool.format_gradients(report).splitlines()
+    header, rows = lines[1], lines[3:]
+    assert re.split(r"\s{2,}", header.strip()) == ["loss group", "value", "cam.vtransform2", "decoder"]
+    for row in rows:
+        assert len(re.split(r"\s{2,}", row.strip())) == 4 and len(row) == len(header)
