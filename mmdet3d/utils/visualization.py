@@ -199,34 +199,55 @@ def sample_view(batch, index, mean, std, prediction=None):
 
 
 def _boxes_to_draw(view, class_names, score_thr):
-    """``(boxes, colors, labels text)`` for GT (detection classes only) then predictions above ``score_thr``."""
+    """``(boxes, colors, label texts, scores)`` for GT (detection classes only) then predictions above
+    ``score_thr``."""
     keep = view.gt_labels >= 0
     boxes = [view.gt_boxes[keep][:, :7]]
     colors = [GT_COLOR] * int(keep.sum())
     texts = [None] * int(keep.sum())
+    scores = [0.0] * int(keep.sum())
     if view.pred_boxes is not None:
         keep = view.pred_scores >= score_thr
         boxes.append(view.pred_boxes[keep][:, :7])
         for label, score in zip(view.pred_labels[keep], view.pred_scores[keep]):
             colors.append(class_color(label))
             texts.append(f"{_class_name(class_names, label)} {score:.2f}")
-    return np.concatenate(boxes, 0), colors, texts
+            scores.append(float(score))
+    return np.concatenate(boxes, 0), colors, texts, scores
 
 
 def _class_name(class_names, label):
     return class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
 
 
-def draw_camera_panel(ax, view, cam_index, boxes, colors, texts, scale):
+def label_slots(anchors, texts, priority, char_width, height):
+    """Indices of the labels to draw, highest ``priority`` first, skipping any whose box (``char_width`` per
+    character wide, ``height`` high, above its anchor) would overlap a label already placed; the box colour and the
+    legend still tell the class of an unlabelled box."""
+    placed, keep = [], []
+    for i in sorted(range(len(anchors)), key=lambda k: -priority[k]):
+        if anchors[i] is None or texts[i] is None:
+            continue
+        x0, y1 = anchors[i]
+        rect = (x0, y1 - height, x0 + char_width * len(texts[i]), y1)
+        if all(rect[2] <= r[0] or r[2] <= rect[0] or rect[3] <= r[1] or r[3] <= rect[1] for r in placed):
+            placed.append(rect)
+            keep.append(i)
+    return keep
+
+
+def draw_camera_panel(ax, view, cam_index, boxes, colors, texts, scale, priority=None):
     segments, visible = project_box_edges(boxes, view.lidar2image[cam_index], view.img_aug_matrix[cam_index],
                                           view.lidar_aug_matrix)
     image, anchors = draw_box_edges(view.images[cam_index], segments, visible, colors, width=max(1, scale),
                                     scale=scale)
     ax.imshow(image)
-    for anchor, text, color in zip(anchors, texts, colors):
-        if anchor is not None and text is not None:
-            ax.text(anchor[0], anchor[1] - 2, text, color=_rgb01(color), fontsize=6, va="bottom",
-                    bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0})
+    priority = priority if priority is not None else [0.0] * len(texts)
+    # 6-point text is about 4.5 x 9 display pixels at 100 dpi; a camera panel is drawn about 500 pixels wide
+    panel_scale = image.shape[1] / 500
+    for i in label_slots(anchors, texts, priority, 4.5 * panel_scale, 10 * panel_scale):
+        ax.text(anchors[i][0], anchors[i][1] - 2, texts[i], color=_rgb01(colors[i]), fontsize=6, va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0})
     ax.set_title(CAMERA_ORDER[cam_index], fontsize=9)
     ax.set_axis_off()
 
@@ -242,8 +263,9 @@ def draw_bev_panel(ax, view, class_names, point_cloud_range, score_thr=0.3):
     pcr = [float(v) for v in point_cloud_range]
     if len(view.points):
         h, v = frame.plot_xy(view.points[:, :2])
-        scatter = ax.scatter(h, v, c=view.points[:, 2], cmap=POINT_CMAP, vmin=pcr[2], vmax=pcr[5], s=0.3,
-                             linewidths=0, rasterized=True)
+        # Above the box outlines (zorder 3), so that the returns on an object stay visible inside its box.
+        scatter = ax.scatter(h, v, c=view.points[:, 2], cmap=POINT_CMAP, vmin=pcr[2], vmax=pcr[5], s=0.6,
+                             linewidths=0, rasterized=True, zorder=3)
         bar = ax.figure.colorbar(scatter, cax=ax.inset_axes([0.03, 0.04, 0.3, 0.015]), orientation="horizontal")
         bar.set_label("point height z (m)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
@@ -297,7 +319,7 @@ def render_sample(view, class_names, point_cloud_range, score_thr=0.3, dpi=100):
         raise ValueError(f"expected {len(CAMERA_ORDER)} camera images, got {len(view.images)}")
     img_h, img_w = view.images.shape[1:3]
     scale = max(1, math.ceil(480 / img_w))
-    boxes, colors, texts = _boxes_to_draw(view, class_names, score_thr)
+    boxes, colors, texts, scores = _boxes_to_draw(view, class_names, score_thr)
     cam_w = 5.0
     cam_h = cam_w * img_h / img_w
     bev_h = 3 * cam_w * 0.62
@@ -306,7 +328,7 @@ def render_sample(view, class_names, point_cloud_range, score_thr=0.3, dpi=100):
     for row, names in enumerate(CAMERA_GRID):
         for col, name in enumerate(names):
             draw_camera_panel(fig.add_subplot(grid[row, col]), view, CAMERA_ORDER.index(name), boxes, colors, texts,
-                              scale)
+                              scale, priority=scores)
     draw_bev_panel(fig.add_subplot(grid[2, :]), view, class_names, point_cloud_range, score_thr)
     shown = 0 if view.pred_boxes is None else int((view.pred_scores >= score_thr).sum())
     preds = "no predictions" if view.pred_boxes is None else f"{shown} predictions (score >= {score_thr:g})"

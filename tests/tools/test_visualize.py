@@ -327,3 +327,13 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
     code = load_tool("visualize").main([config, missing, "--out-dir", str(tmp_path / "v")] + real_data_args(root))
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and missing in err
+
+
+def test_overlapping_labels_keep_the_highest_score_only():
+    from mmdet3d.utils.visualization import label_slots
+    anchors = [(10, 50), (12, 52), None, (100, 50), (14, 80)]
+    texts = ["car 0.40", "truck 0.90", "bus 0.99", "car 0.30", None]
+    # 5 px per character, 10 px high: the first two overlap (the truck wins), the third has no anchor, the fourth is
+    # far right, the fifth has no text (a ground-truth box)
+    assert label_slots(anchors, texts, [0.4, 0.9, 0.99, 0.3, 0.0], 5.0, 10.0) == [1, 3]
+    assert label_slots([(0, 10), (0, 30)], ["a", "b"], [1.0, 2.0], 5.0, 10.0) == [1, 0]
