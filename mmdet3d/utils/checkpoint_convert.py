@@ -19,12 +19,16 @@
      ``convert_official_swin`` (mmdet names, patch-merging channel order).
    * SimDistill's BEV GCM ``DFA``: ``deformAttn.pe.0.*`` -> ``deformAttn.pos.*``,
      ``deformAttn.el.0.self_attn.*`` -> ``deformAttn.*``.
-   * Dropped on purpose: the view transforms' ``dx``/``bx``/``nx``/``frustum`` (grid constants stored as frozen
-     parameters; ours recompute them from the config) and ``deformAttn.query_embeds`` (never used, REFERENCE F9).
+   * Dropped on purpose, each with its reason in the report: the view transforms' ``dx``/``bx``/``nx``/``frustum``
+     (grid constants stored as frozen parameters; ours recompute them from the config); from the released
+     SimDistill code, ``deformAttn.query_embeds`` (never used, REFERENCE F9), the image-plane deformable attention
+     inside every ``DepthLSSTransform`` (``vtransform.deformAttn``, REFERENCE F10: not part of this model) with that
+     module's unused ``conv``/``deconv``/``deformconv``, the unused BEV ``deform`` convs, and, when the target
+     model shares one student view transform (``official`` ``shared_vtransform``), ``vtransform2``, which the
+     released code builds but never calls (REFERENCE F2).
 
-   With a target model (``config``), every key the model lacks is left out and reported as *unmatched* (e.g. the
-   SECOND decoder and TransFusion head of MIT's ``bevfusion-det.pth``, SimDistill's image-plane DFA
-   ``vtransform.deformAttn``, its unused ``deform`` convs). Without one nothing else is dropped.
+   With a target model (``config``), every other key the model lacks is left out and reported as *unmatched* (e.g.
+   the SECOND decoder and TransFusion head of MIT's ``bevfusion-det.pth``). Without one nothing else is dropped.
 3. **Sparse convolutions.** BEVFusion's spconv-1.x clone stores kernels ``[k0, k1, k2, Cin, Cout]``; spconv 2.x
    expects ``[Cout, k0, k1, k2, Cin]``: ``permute(4, 0, 1, 2, 3)`` for every 5-D ``weight`` under
    ``encoders.lidar.backbone``. With a target model a tensor already of the target's shape is kept (a file converted
@@ -47,6 +51,16 @@
 5. **Output.** ``{"state_dict": ..., "meta": {"converted_from": src, "notes": [...]}}``, checked with a strict load
    into the config's model when one is given, written atomically (temporary file + ``os.replace``): on any error no
    partial file is left and an existing ``dst`` is untouched.
+6. **Partial conversion** (``partial=True``, CLI ``--partial``, needs a config): the model's keys the file lacks
+   stay at their initialisation instead of failing the strict check; they are listed in the report
+   (``left_at_init``) and in ``meta.left_at_init``. What the file does supply must still fit (names matched, shapes
+   equal). This is how MIT's released checkpoints warm-start our CenterHead models (``--load_from OUT``, which
+   loads the keys present): ``bevfusion-det.pth`` (Swin-T camera encoder, LiDAR encoder, ConvFuser, then a SECOND
+   decoder and TransFusion head) and ``lidar-only-det.pth`` (LiDAR encoder, SECOND, TransFusion) give their
+   encoders and fuser, our ``decoder``/``heads`` stay at initialisation and their SECOND/TransFusion keys are
+   unmatched; ``camera-only-det.pth`` (BEVFusion-C: Swin-T, LSS, GeneralizedResNet + LSSFPN, CenterHead) converts
+   whole into ``camera/256x704/swint/lss.yaml``. Use the files as downloaded, before BEVFusion's
+   ``convert_checkpoints_to_torchsparse.py`` step.
 """
 import dataclasses
 import io
@@ -62,8 +76,9 @@ from mmdet3d.models.backbones.swin import convert_official_swin
 from mmdet3d.registry import MODELS
 from mmdet3d.utils.config import load_config
 
-__all__ = ["ConversionReport", "HEIGHT_NOTE", "build_target_model", "check_strict_fit", "convert_checkpoint",
-           "convert_state_dict", "legacy_box_rows_to_ours", "load_official_checkpoint", "sparse_kernel_v1_to_v2"]
+__all__ = ["ConversionReport", "HEIGHT_NOTE", "build_target_model", "check_partial_fit", "check_strict_fit",
+           "convert_checkpoint", "convert_state_dict", "group_keys", "legacy_box_rows_to_ours",
+           "load_official_checkpoint", "sparse_kernel_v1_to_v2"]
 
 SPARSE_PREFIX = "encoders.lidar.backbone."
 SWIN_PREFIXES = ("encoders.camera.backbone.", "encoders_student.camera.backbone.")
@@ -77,7 +92,16 @@ _RENAMES = (
 _DROPS = (
     (re.compile(r"\.vtransform2?\.(dx|bx|nx|frustum)$"), "view-transform grid constants, recomputed from the config"),
     (re.compile(r"^deformAttn\.query_embeds\."), "SimDistill's unused DFA query embedding"),
+    (re.compile(r"^(encoders|encoders_student)\.camera\.vtransform2?\.deformAttn\."),
+     "SimDistill's image-plane deformable attention inside the view transform, not part of this model (REFERENCE F10)"),
+    (re.compile(r"^(encoders|encoders_student)\.camera\.vtransform2?\.(conv|deconv|deformconv)\."),
+     "unused convs of SimDistill's view transform"),
+    (re.compile(r"^deform\."), "SimDistill's unused BEV deform convs"),
 )
+# Dropped only when the target model lacks the module: the released student's second view transform, never called.
+_SHARED_VTRANSFORM = "encoders_student.camera.vtransform2."
+_SHARED_VTRANSFORM_REASON = ("SimDistill's second student view transform, built but never called by the released code "
+                             "(REFERENCE F2); the target model shares one")
 # The final conv of a sub-head is a plain Conv2d (``dim.1.weight``); the ConvModules before it hold ``.conv.``/``.bn.``.
 _BOX_LAYER = re.compile(r"^(?P<task>(heads|heads_student)\.object\.task_heads\.\d+)\.(?P<head>dim|rot)\."
                         r"(?P<index>\d+)\.(?P<param>weight|bias)$")
@@ -95,7 +119,9 @@ class ConversionReport:
     sparse_kept: list = dataclasses.field(default_factory=list)       # already spconv 2.x for the target
     sparse_ambiguous: list = dataclasses.field(default_factory=list)  # both layouts fit; converted
     box_layers: list = dataclasses.field(default_factory=list)        # last dim/rot layers remapped
+    left_at_init: list = dataclasses.field(default_factory=list)      # target keys the file lacks
     checked_against_model: bool = False
+    partial: bool = False
 
     def notes(self):
         """One line per kind of change, as stored in the output's ``meta.notes``."""
@@ -117,7 +143,31 @@ class ConversionReport:
             notes.append(f"{len(self.unmatched)} keys match nothing in the target model and were left out")
         else:
             notes.append("no target model given: keys were not checked against a model")
+        if self.partial:
+            notes.append(f"partial: {len(self.left_at_init)} keys of the target model are not in the source and stay "
+                         f"at their initialisation ({', '.join(group_keys(self.left_at_init)) or 'none'})")
         return notes
+
+    def dropped_by_reason(self):
+        """``[(reason, [keys])]`` in the order the reasons first occur."""
+        groups = {}
+        for key, reason in self.dropped:
+            groups.setdefault(reason, []).append(key)
+        return list(groups.items())
+
+
+def group_keys(keys):
+    """``["decoder.backbone (72)", ...]``: keys counted by module (three levels under ``encoders*``, else two)."""
+    counts = {}
+    for key in keys:
+        parts = key.split(".")
+        depth = 3 if parts[0] in ("encoders", "encoders_student") else 2
+        group = parts[:max(1, min(depth, len(parts) - 1))]
+        while len(group) > 1 and group[-1].isdigit():   # fuser.0 -> fuser
+            group.pop()
+        group = ".".join(group)
+        counts[group] = counts.get(group, 0) + 1
+    return [f"{group} ({n})" for group, n in counts.items()]
 
 
 # ------------------------------------------------------------------------------------------------------- loading
@@ -192,10 +242,14 @@ def _convert_swin_layouts(state):
     return state
 
 
-def _rename_and_drop(state, report):
+def _rename_and_drop(state, report, target=None):
+    shared_vtransform = (target is not None and any(k.startswith("encoders_student.camera.vtransform.") for k in target)
+                         and not any(k.startswith(_SHARED_VTRANSFORM) for k in target))
     out = OrderedDict()
     for key, value in state.items():
         reason = next((why for pattern, why in _DROPS if pattern.search(key)), None)
+        if reason is None and shared_vtransform and key.startswith(_SHARED_VTRANSFORM):
+            reason = _SHARED_VTRANSFORM_REASON
         if reason is not None:
             report.dropped.append((key, reason))
             continue
@@ -253,53 +307,91 @@ def convert_state_dict(state_dict, target_state=None):
     permutation and which keys are unmatched; without it every 5-D sparse weight is converted and all keys are kept.
     """
     report = ConversionReport(checked_against_model=target_state is not None)
-    state = _rename_and_drop(_convert_swin_layouts(dict(state_dict)), report)
+    state = _rename_and_drop(_convert_swin_layouts(dict(state_dict)), report, target_state)
     _convert_sparse_kernels(state, target_state, report)
     _convert_box_layers(state, report)
     if target_state is not None:
         report.unmatched = [k for k in state if k not in target_state]
         state = OrderedDict((k, v) for k, v in state.items() if k in target_state)
+        report.left_at_init = [k for k in target_state if k not in state]
     return state, report
 
 
 # --------------------------------------------------------------------------------------------------- model + file
-def build_target_model(config_path):
-    """Our model (``cfg.model``) of a config file, on CPU, without loading any pretrained file."""
-    cfg = load_config(config_path)
+def build_target_model(config_path, overrides=None):
+    """Our model (``cfg.model``) of a config file (with ``--a.b value`` overrides), on CPU, without loading any
+    pretrained file."""
+    cfg = load_config(config_path, overrides)
     if "model" not in cfg:
         raise ValueError(f"{config_path}: the config has no 'model' section")
     model_cfg = cfg.model.to_dict()
     if model_cfg.get("teacher_checkpoint"):   # SimDistill would load its teacher while being built
         model_cfg["teacher_checkpoint"] = None
+    _drop_pretrained(model_cfg)
     return MODELS.build(model_cfg)
+
+
+def _drop_pretrained(node):
+    """Removes backbone ``init_cfg``/``pretrained`` files (loaded at construction) from a model config, in place."""
+    if isinstance(node, dict):
+        if isinstance(node.get("init_cfg"), dict) and node["init_cfg"].get("type") == "Pretrained":
+            node["init_cfg"] = None
+        if isinstance(node.get("pretrained"), str):
+            node["pretrained"] = None
+        for value in node.values():
+            _drop_pretrained(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_pretrained(value)
 
 
 def check_strict_fit(model, state_dict, path):
     """Loads ``state_dict`` into ``model`` strictly; ``CheckpointError`` naming the first mismatched keys if not."""
     missing, unexpected, shapes = compare_state_dicts(model.state_dict(), state_dict)
     if missing or unexpected or shapes:
+        hint = ("; --partial keeps the keys the file lacks at their initialisation" if missing and not shapes
+                else "")
         raise CheckpointError(f"{path}: converted weights do not fit {type(model).__name__}: "
-                              f"{describe_mismatch(missing, unexpected, shapes)}")
+                              f"{describe_mismatch(missing, unexpected, shapes)}{hint}")
     model.load_state_dict(state_dict, strict=True)
 
 
-def convert_checkpoint(src, dst, config=None, unsafe_load=False):
+def check_partial_fit(model, state_dict, path):
+    """Loads the keys of ``state_dict`` into ``model`` (the rest keeps its initialisation); ``CheckpointError`` if a
+    key is unknown to the model, a shape differs, or nothing fits."""
+    missing, unexpected, shapes = compare_state_dicts(model.state_dict(), state_dict)
+    if unexpected or shapes:
+        raise CheckpointError(f"{path}: converted weights do not fit {type(model).__name__}: "
+                              f"{describe_mismatch([], unexpected, shapes)}")
+    if not state_dict:
+        raise CheckpointError(f"{path}: no key of the file fits {type(model).__name__}, nothing to convert")
+    model.load_state_dict(state_dict, strict=False)
+
+
+def convert_checkpoint(src, dst, config=None, unsafe_load=False, partial=False, overrides=None):
     """Converts the official checkpoint ``src`` and writes ``dst``; returns the ``ConversionReport``.
 
-    With ``config`` the weights are matched to and strictly loaded into that config's model before anything is
-    written.
+    With ``config`` (and its ``overrides``, ``--a.b value`` tokens) the weights are matched to and strictly loaded
+    into that config's model before anything is written; with ``partial`` the model's keys the file lacks may stay
+    at their initialisation (listed in the report and in ``meta.left_at_init``).
     """
     src, dst = os.fspath(src), os.fspath(dst)
+    if config is None and (partial or overrides):
+        raise ValueError("--partial and config overrides need --config: the model decides which keys fit")
     official = load_official_checkpoint(src, unsafe_load=unsafe_load)
-    model = build_target_model(config) if config is not None else None
+    model = build_target_model(config, overrides) if config is not None else None
     try:
         state, report = convert_state_dict(official, model.state_dict() if model is not None else None)
     except ValueError as e:
         raise CheckpointError(f"{src}: {e}") from None
+    report.partial = partial
+    meta = {"converted_from": os.path.abspath(src)}
     if model is not None:
-        check_strict_fit(model, state, src)
+        (check_partial_fit if partial else check_strict_fit)(model, state, src)
+    if partial:
+        meta["left_at_init"] = list(report.left_at_init)
+    meta["notes"] = report.notes()
     buffer = io.BytesIO()
-    torch.save({"state_dict": state, "meta": {"converted_from": os.path.abspath(src), "notes": report.notes()}},
-               buffer)
+    torch.save({"state_dict": state, "meta": meta}, buffer)
     atomic_write_bytes(buffer.getvalue(), dst)
     return report

@@ -232,3 +232,80 @@ def test_generalized_resnet_paper_config_shapes():
     with torch.no_grad():
         outs = model(torch.randn(1, 256, 180, 180))
     assert [tuple(o.shape) for o in outs] == [(1, 128, 90, 90), (1, 256, 45, 45), (1, 512, 45, 45)]
+
+
+# ------------------------------------------------------------------- pretrained Swin: report or one-line error
+@pytest.fixture
+def logged(monkeypatch):
+    import mmdet3d.models.backbones.pretrained as pretrained
+    messages = []
+    monkeypatch.setattr(pretrained, "print_log", lambda msg, **kwargs: messages.append(msg))
+    return messages
+
+
+def _save_swin(path, ckpt_layout="mmdet", **kwargs):
+    state = small_swin(**kwargs).state_dict()
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in state.items()}} if ckpt_layout == "mmdet" else state,
+               path)
+    return path
+
+
+def _one_line_error(path, expected, **kwargs):
+    with pytest.raises(ValueError) as error:
+        small_swin(convert_weights=True, init_cfg=dict(type="Pretrained", checkpoint=str(path)), **kwargs)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message and expected in message, message
+    assert message.startswith("SwinTransformer(embed_dims=24, depths=[2, 2, 2, 2]"), message
+    return message
+
+
+def test_swin_checkpoint_of_another_network_or_size_is_a_one_line_error(tmp_path):
+    resnet = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in
+                               torchvision.models.resnet18(weights=None).state_dict().items()}}, resnet)
+    _one_line_error(resnet, "holds no weights of this backbone")
+    # Swin-S-like (a deeper stage): extra blocks; a shallower one: missing blocks
+    deeper = _save_swin(tmp_path / "deeper.pth", depths=(2, 2, 4, 2))
+    message = _one_line_error(deeper, "another architecture or depth")
+    assert "unexpected (stages.2.blocks.2." in message
+    shallower = _save_swin(tmp_path / "shallower.pth", depths=(2, 2, 1, 2))
+    assert "missing (stages.2.blocks.1." in _one_line_error(shallower, "another architecture or depth")
+    # Swin-B-like (wider) and another window: tensors of another shape
+    wider = _save_swin(tmp_path / "wider.pth", embed_dims=32)
+    assert "patch_embed.projection.weight: checkpoint [32, 3, 4, 4] vs model [24, 3, 4, 4]" in _one_line_error(
+        wider, "another size or architecture")
+    window = _save_swin(tmp_path / "window5.pth", window_size=5)
+    assert "relative_position_bias_table: checkpoint [81, 1] vs model [169, 1]" in _one_line_error(
+        window, "another size or architecture")
+
+
+def test_unreadable_pretrained_files_are_one_line_errors(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00not a checkpoint" * 20)
+    _one_line_error(garbage, "not a readable checkpoint")
+    no_weights = tmp_path / "meta_only.pth"
+    torch.save({"meta": {"epoch": 3}, "optimizer": {"lr": 0.1}}, no_weights)
+    _one_line_error(no_weights, "holds no state dict of tensors")
+    import numpy as np
+    pickled = tmp_path / "numpy_meta.pth"
+    torch.save({"state_dict": small_swin().state_dict(), "meta": {"score": np.float64(0.5)}}, pickled)
+    _one_line_error(pickled, "--unsafe-load")
+
+
+def test_swin_missing_and_unexpected_keys_are_reported_in_one_line(tmp_path, logged):
+    """A classification Swin (no output norms; ``norm``, ``head``) and mmdet's ``norm0``: loaded, reported."""
+    torch.manual_seed(0)
+    src = small_swin()
+    state = {k: v for k, v in src.state_dict().items() if not k.startswith(("norm1.", "norm2.", "norm3."))}
+    state.update({"norm.weight": torch.ones(192), "norm.bias": torch.zeros(192), "head.weight": torch.zeros(10, 192),
+                  "norm0.weight": torch.ones(24), "norm0.bias": torch.zeros(24)})
+    path = tmp_path / "classification.pth"
+    torch.save({"model": state}, path)
+    model = small_swin(convert_weights=True, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    for key, value in src.state_dict().items():
+        if not key.startswith(("norm1.", "norm2.", "norm3.")):
+            assert torch.equal(model.state_dict()[key], value), key
+    (message,) = logged
+    assert "\n" not in message and str(path) in message
+    assert "6 missing (norm1.weight, norm1.bias, norm2.weight, ... (+3))" in message
+    assert "4 unexpected (norm.weight, norm.bias, norm0.weight, ... (+1))" in message   # head.* dropped by the converter

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mmdet3d.apis.checkpoint import CheckpointError
+from mmdet3d.apis.checkpoint import CheckpointError, extract_state_dict, load_state_dict_checked, read_checkpoint
 from mmdet3d.core.boxes import legacy_to_boxes
 from mmdet3d.models.fusion_models.gcm import BEVDeformableAttention
 from mmdet3d.ops.spconv import SparseConv3d, SparseConvTensor, SubMConv3d
 from mmdet3d.registry import MODELS
-from mmdet3d.utils.checkpoint_convert import (HEIGHT_NOTE, build_target_model, convert_checkpoint,
-                                              convert_state_dict, legacy_box_rows_to_ours, load_official_checkpoint,
+from mmdet3d.utils.checkpoint_convert import (HEIGHT_NOTE, build_target_model, check_partial_fit, check_strict_fit,
+                                              convert_checkpoint, convert_state_dict, group_keys,
+                                              legacy_box_rows_to_ours, load_official_checkpoint,
                                               sparse_kernel_v1_to_v2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -216,7 +217,8 @@ def test_simdistill_gcm_keys_and_dropped_constants():
                 "deformAttn.pe.0.col_embed.weight": torch.randn(6, 8),
                 "encoders.camera.vtransform.frustum": torch.randn(4, 2, 3, 3),
                 "encoders_student.camera.vtransform2.nx": torch.tensor([6, 6, 1]),
-                "deform.defconv1.weight": torch.randn(16, 16, 3, 3)}
+                "deform.defconv1.weight": torch.randn(16, 16, 3, 3),
+                "decoder.backbone.blocks.0.0.weight": torch.randn(4, 4, 3, 3)}
     for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj"):
         for p in ("weight", "bias"):
             official[f"deformAttn.el.0.self_attn.{name}.{p}"] = torch.randn_like(target[f"deformAttn.{name}.{p}"])
@@ -224,10 +226,10 @@ def test_simdistill_gcm_keys_and_dropped_constants():
     assert sorted(converted) == sorted(target)
     assert torch.equal(converted["deformAttn.pos.row_embed.weight"], official["deformAttn.pe.0.row_embed.weight"])
     assert torch.equal(converted["deformAttn.value_proj.bias"], official["deformAttn.el.0.self_attn.value_proj.bias"])
-    assert sorted(k for k, _ in report.dropped) == ["deformAttn.query_embeds.0.weight",
+    assert sorted(k for k, _ in report.dropped) == ["deform.defconv1.weight", "deformAttn.query_embeds.0.weight",
                                                      "encoders.camera.vtransform.frustum",
                                                      "encoders_student.camera.vtransform2.nx"]
-    assert report.unmatched == ["deform.defconv1.weight"]
+    assert report.unmatched == ["decoder.backbone.blocks.0.0.weight"]
     gcm.load_state_dict({k[len("deformAttn."):]: v for k, v in converted.items()})
 
 
@@ -258,7 +260,7 @@ def to_official(state):
     for key, value in state.items():
         if key.startswith("encoders.lidar.backbone.") and value.dim() == 5:
             value = value.permute(1, 2, 3, 4, 0)   # [Cout, k0, k1, k2, Cin] -> spconv 1.x [k0, k1, k2, Cin, Cout]
-        head = re.fullmatch(r"heads\.object\.task_heads\.\d+\.(dim|rot)\.1\.(weight|bias)", key)
+        head = re.fullmatch(r"(?:heads|heads_student)\.object\.task_heads\.\d+\.(dim|rot)\.1\.(weight|bias)", key)
         if head and head[1] == "dim":
             value = value[[1, 0, 2]]   # (log l, log w, log h) -> legacy (log w, log l, log h)
         if head and head[1] == "rot":
@@ -274,7 +276,7 @@ def save_official(path, state, **meta):
 
 def test_cli_with_config_restores_our_weights(tmp_path, capsys, ours_state):
     official = dict(to_official(ours_state), **{"encoders.camera.vtransform.frustum": torch.zeros(4, 2, 3, 3),
-                                                "deform.defconv1.weight": torch.randn(8, 8, 3, 3)})
+                                                "decoder.backbone.blocks.0.0.weight": torch.randn(8, 8, 3, 3)})
     src = save_official(tmp_path / "official.pth", official)
     dst = tmp_path / "out" / "ours.pth"
     code, out, err = run_cli([src, dst, "--config", LIDAR_CONFIG, "--verbose"], capsys)
@@ -284,7 +286,7 @@ def test_cli_with_config_restores_our_weights(tmp_path, capsys, ours_state):
     assert list(saved["state_dict"]) == list(ours_state)
     for key, value in ours_state.items():
         assert torch.equal(saved["state_dict"][key], value), key
-    assert "1 keys match nothing" in out and "unmatched: deform.defconv1.weight" in out
+    assert "1 keys match nothing" in out and "unmatched: decoder.backbone.blocks.0.0.weight" in out
     assert "dropped: encoders.camera.vtransform.frustum" in out and "CenterHead height channel is unchanged" in out
     num_sparse = sum(1 for k, v in ours_state.items() if k.startswith("encoders.lidar.backbone.") and v.dim() == 5)
     assert f"{num_sparse} sparse kernels permuted" in out and "24 CenterHead dim/rot layers remapped" in out
@@ -292,12 +294,12 @@ def test_cli_with_config_restores_our_weights(tmp_path, capsys, ours_state):
 
 def test_cli_without_config_keeps_every_key(tmp_path, capsys, ours_state):
     official = dict(to_official(ours_state), **{"encoders.camera.vtransform.dx": torch.ones(3),
-                                                "deform.defconv1.weight": torch.ones(1)})
+                                                "decoder.backbone.blocks.0.0.weight": torch.ones(1)})
     src = save_official(tmp_path / "official.pth", official)
     code, out, _ = run_cli([src, tmp_path / "ours.pth"], capsys)
     assert code == 0 and "no --config" in out
     state = torch.load(tmp_path / "ours.pth", weights_only=True)["state_dict"]
-    assert sorted(state) == sorted(list(ours_state) + ["deform.defconv1.weight"])
+    assert sorted(state) == sorted(list(ours_state) + ["decoder.backbone.blocks.0.0.weight"])
     for key, value in ours_state.items():
         assert torch.equal(state[key], value), key
 
@@ -397,3 +399,275 @@ def test_paper_teacher_config_round_trip(tmp_path):
     assert len(report.sparse_converted) == sum(1 for v in ours.values() if v.dim() == 5)
     state = torch.load(tmp_path / "ours.pth", weights_only=True)["state_dict"]
     assert list(state) == list(ours) and all(torch.equal(state[k], v) for k, v in ours.items())
+
+
+# ------------------------------------------------------------------------- MIT BEVFusion's released checkpoints
+PAPER = os.path.join(REPO, "configs", "nuscenes", "det", "centerhead", "lssfpn")
+PAPER_TEACHER = os.path.join(PAPER, "camera+lidar", "swint", "convfuser.yaml")
+PAPER_CAMERA_ONLY = os.path.join(PAPER, "camera", "256x704", "swint", "lss.yaml")
+PAPER_LIDAR_ONLY = os.path.join(PAPER, "lidar", "voxelnet.yaml")
+SIMDISTILL_CONFIG = os.path.join(REPO, "configs", "synthetic", "det", "simdistill.yaml")
+# Paper-size models with a thin Swin (embed 24 instead of 96; the heads still divide it) to keep files small.
+THIN_SWIN = ["--swint_backbone.embed_dims", "24", "--camera_neck.in_channels", "[48, 96, 192]"]
+
+
+def random_state(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone()
+            for k, v in model.state_dict().items()}
+
+
+def bn_state(prefix, channels):
+    g = torch.Generator().manual_seed(len(prefix))
+    return {f"{prefix}.weight": torch.rand(channels, generator=g) + 0.5, f"{prefix}.bias": torch.randn(channels),
+            f"{prefix}.running_mean": torch.randn(channels), f"{prefix}.running_var": torch.rand(channels) + 0.5,
+            f"{prefix}.num_batches_tracked": torch.tensor(100)}
+
+
+def grid_constants(prefix, depth_bins=118, feature_size=(32, 88)):
+    """BEVFusion's BaseTransform stores its grid as frozen parameters (REFERENCE §4.3: D = 118, 32 x 88 features)."""
+    return {f"{prefix}.dx": torch.tensor([0.3, 0.3, 20.0]), f"{prefix}.bx": torch.tensor([-53.85, -53.85, 0.0]),
+            f"{prefix}.nx": torch.tensor([360, 360, 1]), f"{prefix}.frustum": torch.zeros(depth_bins, *feature_size, 3)}
+
+
+def mit_decoder_and_head():
+    """The SECOND + SECONDFPN decoder and TransFusion head of MIT's bevfusion-det.pth / lidar-only-det.pth, with
+    their configs' sizes (SECOND 256 -> [128, 256] x 5 layers, strides [1, 2]; SECONDFPN -> 2 x 256; TransFusion on
+    512 channels, hidden 128, 10 classes, one decoder layer, FFN 256, prediction convs 64)."""
+    out = {}
+    for i, (cin, cout) in enumerate([(256, 128), (128, 256)]):
+        layer = 0
+        for j in range(6):
+            out[f"decoder.backbone.blocks.{i}.{layer}.weight"] = torch.randn(cout, cin if j == 0 else cout, 3, 3)
+            out.update(bn_state(f"decoder.backbone.blocks.{i}.{layer + 1}", cout))
+            layer += 3
+    out["decoder.neck.deblocks.0.0.weight"] = torch.randn(256, 128, 1, 1)      # stride-1 conv
+    out["decoder.neck.deblocks.1.0.weight"] = torch.randn(256, 256, 2, 2)      # ConvTranspose2d [in, out, k, k]
+    for i in range(2):
+        out.update(bn_state(f"decoder.neck.deblocks.{i}.1", 256))
+    head, hidden = "heads.object", 128
+    out.update({f"{head}.shared_conv.weight": torch.randn(hidden, 512, 3, 3), f"{head}.shared_conv.bias": torch.randn(hidden),
+                f"{head}.heatmap_head.0.conv.weight": torch.randn(hidden, hidden, 3, 3),
+                f"{head}.heatmap_head.1.weight": torch.randn(10, hidden, 3, 3), f"{head}.heatmap_head.1.bias": torch.randn(10),
+                f"{head}.class_encoding.weight": torch.randn(hidden, 10, 1), f"{head}.class_encoding.bias": torch.randn(hidden)})
+    out.update(bn_state(f"{head}.heatmap_head.0.bn", hidden))
+    layer = f"{head}.decoder.0"
+    for attn in ("self_attn", "multihead_attn"):
+        out.update({f"{layer}.{attn}.in_proj_weight": torch.randn(3 * hidden, hidden),
+                    f"{layer}.{attn}.in_proj_bias": torch.randn(3 * hidden),
+                    f"{layer}.{attn}.out_proj.weight": torch.randn(hidden, hidden),
+                    f"{layer}.{attn}.out_proj.bias": torch.randn(hidden)})
+    out.update({f"{layer}.linear1.weight": torch.randn(256, hidden), f"{layer}.linear1.bias": torch.randn(256),
+                f"{layer}.linear2.weight": torch.randn(hidden, 256), f"{layer}.linear2.bias": torch.randn(hidden)})
+    for norm in ("norm1", "norm2", "norm3"):
+        out.update({f"{layer}.{norm}.weight": torch.randn(hidden), f"{layer}.{norm}.bias": torch.randn(hidden)})
+    for pos in ("self_posembed", "cross_posembed"):
+        p = f"{layer}.{pos}.position_embedding_head"
+        out.update({f"{p}.0.weight": torch.randn(hidden, 2, 1), f"{p}.0.bias": torch.randn(hidden),
+                    f"{p}.3.weight": torch.randn(hidden, hidden, 1), f"{p}.3.bias": torch.randn(hidden)})
+        out.update(bn_state(f"{p}.1", hidden))
+    for name, channels in (("center", 2), ("height", 1), ("dim", 3), ("rot", 2), ("vel", 2), ("heatmap", 10)):
+        p = f"{head}.prediction_heads.0.{name}"
+        out[f"{p}.0.conv.weight"] = torch.randn(64, hidden, 1)
+        out.update(bn_state(f"{p}.0.bn", 64))
+        out.update({f"{p}.1.weight": torch.randn(channels, 64, 1), f"{p}.1.bias": torch.randn(channels)})
+    return out
+
+
+def test_group_keys():
+    assert group_keys(["fuser.0.weight", "fuser.1.bias", "decoder.backbone.blocks.0.0.weight",
+                       "encoders.camera.vtransform.depthnet.0.weight", "heads.object.task_heads.0.reg.1.bias",
+                       "deformAttn.pos.row_embed.weight"]) == [
+        "fuser (2)", "decoder.backbone (1)", "encoders.camera.vtransform (1)", "heads.object (1)", "deformAttn.pos (1)"]
+
+
+def test_bevfusion_det_partial_warm_starts_the_centerhead_teacher(tmp_path, capsys):
+    """MIT's bevfusion-det.pth (Swin-T + DepthLSS, SparseEncoder, ConvFuser; SECOND + TransFusion) -> our teacher."""
+    model = build_target_model(PAPER_TEACHER, THIN_SWIN)
+    ours = random_state(model, 5)
+    supplied = {k: v for k, v in ours.items() if k.startswith(("encoders.", "fuser."))}
+    left = [k for k in ours if k not in supplied]
+    # the shapes of REFERENCE §3.1-3.3 and §4.3
+    assert supplied["fuser.0.weight"].shape == (256, 80 + 256, 3, 3)
+    assert supplied["encoders.camera.vtransform.depthnet.0.weight"].shape == (256, 64 + 256, 3, 3)
+    assert supplied["encoders.camera.vtransform.depthnet.6.weight"].shape == (118 + 80, 256, 1, 1)
+    assert supplied["encoders.lidar.backbone.conv_input.0.weight"].shape == (16, 3, 3, 3, 5)
+    assert supplied["encoders.lidar.backbone.conv_out.0.weight"].shape == (128, 1, 1, 3, 128)
+    assert left and all(k.startswith(("decoder.backbone.", "decoder.neck.", "heads.object.")) for k in left)
+    mit_rest = mit_decoder_and_head()
+    official = dict(to_official(supplied), **grid_constants("encoders.camera.vtransform"), **mit_rest)
+    src = save_official(tmp_path / "bevfusion-det.pth", official)
+    dst = tmp_path / "teacher_init.pth"
+
+    code, out, err = run_cli([src, dst, "--config", PAPER_TEACHER, *THIN_SWIN], capsys)   # strict: refused
+    line = one_line(err)
+    assert code == 1 and out == "" and "decoder.backbone.0.0.conv1.weight" in line and "--partial" in line
+    assert not dst.exists()
+
+    code, out, err = run_cli([src, dst, "--config", PAPER_TEACHER, "--partial", *THIN_SWIN], capsys)
+    assert code == 0, err
+    saved = torch.load(dst, weights_only=True)
+    assert list(saved["state_dict"]) == list(supplied)
+    for key, value in supplied.items():
+        assert torch.equal(saved["state_dict"][key], value), key
+    assert saved["meta"]["left_at_init"] == left
+    groups = ", ".join(group_keys(left))
+    assert groups.startswith("decoder.backbone (") and "heads.object (" in groups
+    assert f"partial: {len(left)} keys of the model are not in {src} and stay at their initialisation: {groups}" in out
+    assert f"{len(mit_rest)} keys match nothing in the model" in out and "decoder.neck (4)" not in out
+    assert "dropped 4: view-transform grid constants" in out
+
+    # --load_from: the training runner's non-strict load keeps the decoder and head at their initialisation
+    fresh = build_target_model(PAPER_TEACHER, THIN_SWIN)
+    init = {k: v.clone() for k, v in fresh.state_dict().items()}
+    missing, unexpected = load_state_dict_checked(fresh, extract_state_dict(read_checkpoint(dst), dst), dst,
+                                                  strict=False)
+    assert missing == left and unexpected == []
+    after = fresh.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in supplied.items())
+    assert all(torch.equal(after[k], init[k]) for k in left)
+
+
+def test_lidar_only_det_partial_into_our_lidar_model():
+    """MIT's lidar-only-det.pth (SparseEncoder; SECOND + TransFusion) -> our LiDAR-only CenterHead model."""
+    model = build_target_model(PAPER_LIDAR_ONLY)
+    ours = random_state(model, 6)
+    supplied = {k: v for k, v in ours.items() if k.startswith("encoders.lidar.")}
+    mit_rest = mit_decoder_and_head()
+    state, report = convert_state_dict(dict(to_official(supplied), **mit_rest), model.state_dict())
+    assert sorted(report.unmatched) == sorted(mit_rest)
+    assert report.left_at_init == [k for k in ours if k not in supplied]
+    assert len(report.sparse_converted) == sum(1 for v in supplied.values() if v.dim() == 5) > 0
+    with pytest.raises(CheckpointError, match=r"lidar-only-det.pth: .*missing.*--partial"):
+        check_strict_fit(model, state, "lidar-only-det.pth")
+    check_partial_fit(model, state, "lidar-only-det.pth")
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in supplied.items())
+
+
+def test_camera_only_det_converts_whole_into_bevfusion_c():
+    """MIT's camera-only-det.pth is BEVFusion-C (Swin-T, LSS, GeneralizedResNet + LSSFPN, CenterHead): strict."""
+    model = build_target_model(PAPER_CAMERA_ONLY, THIN_SWIN)
+    ours = random_state(model, 7)
+    assert ours["encoders.camera.vtransform.depthnet.weight"].shape == (118 + 80, 256, 1, 1)
+    assert ours["decoder.backbone.0.0.conv1.weight"].shape == (128, 80, 3, 3)
+    official = dict(to_official(ours), **grid_constants("encoders.camera.vtransform"))
+    state, report = convert_state_dict(official, model.state_dict())
+    assert report.unmatched == [] and report.left_at_init == [] and len(report.box_layers) == 24
+    check_strict_fit(model, state, "camera-only-det.pth")
+    assert list(state) == list(ours) and all(torch.equal(state[k], v) for k, v in ours.items())
+
+
+def test_partial_and_overrides_need_a_config(tmp_path, capsys, ours_state):
+    src = save_official(tmp_path / "official.pth", to_official(ours_state))
+    for extra in (["--partial"], ["--model.official", "true"]):
+        code, out, err = run_cli([src, tmp_path / "out.pth", *extra], capsys)
+        assert code == 1 and out == "" and "need --config" in one_line(err)
+    code, _, err = run_cli([src, tmp_path / "out.pth", "--config", LIDAR_CONFIG, "--model.no_such_key", "1"], capsys)
+    assert code == 1 and "no_such_key" in one_line(err)
+    other = save_official(tmp_path / "second.pth", {"decoder.backbone.blocks.0.0.weight": torch.zeros(8, 8, 3, 3)})
+    code, _, err = run_cli([other, tmp_path / "out.pth", "--config", LIDAR_CONFIG, "--partial"], capsys)
+    assert code == 1 and "nothing to convert" in one_line(err)
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_target_model_ignores_pretrained_files(tmp_path):
+    config = os.path.join(REPO, "configs", "synthetic", "det", "teacher.yaml")
+    model = build_target_model(config, ["--pretrained_camera", str(tmp_path / "absent.pth")])
+    assert any(k.startswith("encoders.camera.backbone.") for k in model.state_dict())
+
+
+# ---------------------------------------------------------------------------------- released SimDistill layout
+def released_simdistill(ours, shared_vtransform):
+    """Our SimDistill state dict written as the released code stores it: GCM as ``DFA`` (``pe.0``, ``el.0.self_attn``,
+    an unused ``query_embeds``), in every DepthLSSTransform the image-plane DFA (REFERENCE §4.3: 256-d, 32 x 88,
+    8 heads x 10 points) and the unused ``conv``/``deconv``/``deformconv``, grid constants, the unused BEV ``deform``
+    convs, and ``vtransform2`` in the student even when the code shares one view transform. Returns
+    ``(state, added keys)``."""
+    state = {}
+    for key, value in to_official(ours).items():
+        if key.startswith("deformAttn.pos."):
+            key = "deformAttn.pe.0." + key[len("deformAttn.pos."):]
+        elif key.startswith("deformAttn."):
+            key = "deformAttn.el.0.self_attn." + key[len("deformAttn."):]
+        state[key] = value
+    added = {}
+    bev_h, half = ours["deformAttn.pos.col_embed.weight"].shape
+    bev_w = ours["deformAttn.pos.row_embed.weight"].shape[0]
+    added["deformAttn.query_embeds.0.weight"] = torch.randn(bev_h * bev_w, 2 * half)
+    if shared_vtransform:   # built by the released code, never called
+        prefix = "encoders_student.camera.vtransform."
+        added.update({"encoders_student.camera.vtransform2." + k[len(prefix):]:
+                      torch.randn_like(v) if v.is_floating_point() else v.clone()
+                      for k, v in state.items() if k.startswith(prefix)})
+    vtransforms = ["encoders.camera.vtransform", "encoders_student.camera.vtransform",
+                   "encoders_student.camera.vtransform2"]
+    for vt in vtransforms:
+        dfa = f"{vt}.deformAttn"
+        added.update({f"{dfa}.query_embeds.0.weight": torch.randn(32 * 88, 256),
+                      f"{dfa}.pe.0.col_embed.weight": torch.rand(32, 128),
+                      f"{dfa}.pe.0.row_embed.weight": torch.rand(88, 128)})
+        for name, rows in (("sampling_offsets", 8 * 10 * 2), ("attention_weights", 8 * 10), ("value_proj", 256),
+                           ("output_proj", 256)):
+            added.update({f"{dfa}.el.0.self_attn.{name}.weight": torch.randn(rows, 256),
+                          f"{dfa}.el.0.self_attn.{name}.bias": torch.randn(rows)})
+        added.update({f"{vt}.conv.weight": torch.randn(80, 256, 3, 3), f"{vt}.conv.bias": torch.randn(80),
+                      f"{vt}.deconv.weight": torch.randn(256, 80, 3, 3), f"{vt}.deconv.bias": torch.randn(256)})
+        for conv in ("defconv1", "defconv2"):
+            added.update({f"{vt}.deformconv.{conv}.weight": torch.randn(80, 80, 3, 3),
+                          f"{vt}.deformconv.{conv}.bias": torch.randn(80)})
+        added.update(grid_constants(vt))
+    for conv in ("defconv1", "defconv2"):
+        added.update({f"deform.{conv}.weight": torch.randn(80, 80, 3, 3), f"deform.{conv}.bias": torch.randn(80)})
+    state.update(added)
+    return state, added
+
+
+@pytest.mark.parametrize("official", ["true", "{student_depth_input: true}"])
+def test_released_simdistill_layout_converts_and_loads_strictly(tmp_path, capsys, official):
+    overrides = ["--model.official", official]
+    model = build_target_model(SIMDISTILL_CONFIG, overrides)
+    ours = random_state(model, 8)
+    shared = not any(k.startswith("encoders_student.camera.vtransform2.") for k in ours)
+    assert shared == (official == "true")
+    assert any(".vtransform.dtransform." in k for k in ours if k.startswith("encoders_student."))  # DepthLSS
+    released, added = released_simdistill(ours, shared)
+    src = save_official(tmp_path / "simdistill_released.pth", released)
+    dst = tmp_path / "simdistill.pth"
+    code, out, err = run_cli([src, dst, "--config", SIMDISTILL_CONFIG, *overrides, "--verbose"], capsys)
+    assert code == 0, err
+    dropped = {m[1]: m[2] for m in re.finditer(r"^  dropped: (\S+) \((.+)\)$", out, re.MULTILINE)}
+    assert sorted(dropped) == sorted(added)   # every key of the released layout we do not keep, each with a reason
+    assert "0 keys match nothing" in out and "the rest loads strictly" in out
+    reasons = {
+        "encoders.camera.vtransform.deformAttn.query_embeds.0.weight": "image-plane deformable attention",
+        "encoders_student.camera.vtransform.deformAttn.el.0.self_attn.value_proj.bias": "REFERENCE F10",
+        "encoders_student.camera.vtransform.deconv.weight": "unused convs of SimDistill's view transform",
+        "encoders.camera.vtransform.deformconv.defconv2.bias": "unused convs",
+        "encoders.camera.vtransform.frustum": "grid constants",
+        "deform.defconv1.weight": "unused BEV deform convs",
+        "deformAttn.query_embeds.0.weight": "unused DFA query embedding",
+    }
+    if shared:
+        reasons["encoders_student.camera.vtransform2.depthnet.0.weight"] = "never called by the released code"
+    for key, reason in reasons.items():
+        assert reason in dropped[key], (key, dropped[key])
+    assert re.search(r"^  dropped \d+: SimDistill's image-plane deformable attention", out, re.MULTILINE)
+    state = torch.load(dst, weights_only=True)["state_dict"]
+    assert list(state) == list(ours) and all(torch.equal(state[k], v) for k, v in ours.items())
+    fresh = build_target_model(SIMDISTILL_CONFIG, overrides)   # what test.py does: a strict load
+    load_state_dict_checked(fresh, state, dst, strict=True)
+
+
+def test_released_simdistill_teacher_extracted_into_a_teacher_config():
+    """The teacher of a released SimDistill checkpoint, into our BEVFusion teacher: the student is unmatched."""
+    student_model = build_target_model(SIMDISTILL_CONFIG, ["--model.official", "true"])
+    teacher_model = build_target_model(os.path.join(REPO, "configs", "synthetic", "det", "teacher.yaml"))
+    ours = random_state(student_model, 9)
+    released, _ = released_simdistill(ours, shared_vtransform=True)
+    state, report = convert_state_dict(released, teacher_model.state_dict())
+    check_strict_fit(teacher_model, state, "simdistill_released.pth")
+    assert all(torch.equal(state[k], ours[k]) for k in state)
+    assert any(k.startswith("encoders_student.camera.vtransform2.") for k in report.unmatched)   # not "shared"
+    assert all(k.split(".")[0] in ("encoders_student", "fuser_student", "trans_student", "decoder_student",
+                                   "heads_student", "deformAttn") for k in report.unmatched)

@@ -1,10 +1,16 @@
-"""Loading a backbone's weights from a local checkpoint file."""
+"""Loading a backbone's weights from a local checkpoint file.
+
+What a pretrained file may be: a bare state dict, an mmengine/mmcv checkpoint (``state_dict``) or an original-Swin
+one (``model``), of the backbone alone or of a whole detector (only its ``backbone.*`` keys are kept; a DDP
+``module.`` prefix is stripped). Every failure is a one-line error naming the file; keys the backbone lacks or the
+file lacks are reported in one warning line.
+"""
 import os
 
 import torch
 from mmengine.logging import print_log
 
-__all__ = ["pretrained_path", "load_backbone_state"]
+__all__ = ["pretrained_path", "load_backbone_state", "read_backbone_weights"]
 
 
 def pretrained_path(pretrained, init_cfg, owner):
@@ -18,33 +24,69 @@ def pretrained_path(pretrained, init_cfg, owner):
     return init_cfg["checkpoint"]
 
 
-def load_backbone_state(module, path, convert=None):
-    """Load ``path`` into ``module``: full-detector checkpoints keep only their ``backbone.`` keys.
+def read_backbone_weights(path, owner):
+    """``{key: tensor}`` of the backbone in ``path`` (weights-only loading); ``ValueError`` in one line if none."""
+    from mmdet3d.apis.checkpoint import CheckpointError, read_checkpoint   # late: mmdet3d.apis imports the models
 
-    ``convert`` optionally maps the state dict (e.g. original Swin -> mmdet names) before loading. Missing or
-    unexpected keys are reported, not fatal, as mmdet does for pretrained backbones.
-    """
     if "://" in str(path):
-        raise ValueError(f"{type(module).__name__}: pretrained checkpoint must be a local file, got {path!r}")
+        raise ValueError(f"{owner}: pretrained checkpoint must be a local file, got {path!r}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{type(module).__name__}: pretrained checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"{owner}: pretrained checkpoint not found: {path}")
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:
+        hint = ""
+        if "refused by weights-only loading" in str(e):
+            hint = (" (if you trust the file, `python tools/convert_checkpoint.py --unsafe-load IN OUT` re-saves its "
+                    "weights alone)")
+        raise ValueError(f"{owner}: pretrained {e}{hint}") from None
     state = ckpt
     for key in ("state_dict", "model"):
-        if isinstance(ckpt, dict) and key in ckpt:
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             state = ckpt[key]
             break
+    tensors = isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())
+    if not tensors:
+        top = sorted(map(str, ckpt))[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{owner}: {path} holds no state dict of tensors (top level: {top})")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state
+
+
+def load_backbone_state(module, path, convert=None, required=None, owner=None):
+    """Load ``path`` into ``module``: full-detector checkpoints keep only their ``backbone.`` keys.
+
+    ``convert`` optionally maps the state dict (e.g. original Swin -> mmdet names) before loading. ``required(key)``
+    names the keys that define the architecture: a file that lacks one of the module's, or holds one the module does
+    not have, is a checkpoint of another architecture or size and an error. Other missing or unexpected keys are
+    reported in one line, not fatal, as mmdet does for pretrained backbones. Any tensor of another shape is an error.
+    ``owner`` names the backbone in messages (default: its class name).
+    """
+    from mmdet3d.apis.checkpoint import compare_state_dicts, describe_mismatch
+
+    owner = owner or type(module).__name__
+    state = read_backbone_weights(path, owner)
     if convert is not None:
         state = convert(state)
     own = module.state_dict()
+    missing, unexpected, shapes = compare_state_dicts(own, state)
     if not any(k in own and tuple(v.shape) == tuple(own[k].shape) for k, v in state.items()):
-        raise ValueError(f"{type(module).__name__}: {path} holds no weights of this backbone (no key with a matching "
-                         f"name and shape; is it a checkpoint of another architecture?)")
+        raise ValueError(f"{owner}: {path} holds no weights of this backbone (no key with a matching name and shape; "
+                         f"is it a checkpoint of another architecture?): "
+                         f"{describe_mismatch(missing, unexpected, shapes)}")
+    if shapes:
+        raise ValueError(f"{owner}: {path} is a checkpoint of another size or architecture: "
+                         f"{describe_mismatch([], [], shapes)}")
+    if required is not None:
+        lacking = [k for k in missing if required(k)]
+        extra = [k for k in unexpected if required(k)]
+        if lacking or extra:
+            raise ValueError(f"{owner}: {path} is a checkpoint of another architecture or depth: "
+                             f"{describe_mismatch(lacking, extra, [])}")
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        print_log(f"{type(module).__name__} from {path}: missing keys {result.missing_keys}, "
-                  f"unexpected keys {result.unexpected_keys}", logger="current", level=30)
+        print_log(f"{owner} from {path}: {describe_mismatch(result.missing_keys, result.unexpected_keys, [])}",
+                  logger="current", level=30)
     return result

@@ -259,6 +259,8 @@ class SwinTransformer(nn.Module):
             raise ValueError(f"SwinTransformer: out_indices {out_indices} outside 0..{len(depths) - 1}")
         self.out_indices = tuple(out_indices)
         self.convert_weights = convert_weights
+        self.arch = (f"SwinTransformer(embed_dims={embed_dims}, depths={list(depths)}, num_heads={list(num_heads)}, "
+                     f"window_size={window_size})")
         self.pretrained = pretrained_path(pretrained, init_cfg, "SwinTransformer")
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, patch_norm)
         self.drop_after_pos = nn.Dropout(drop_rate)
@@ -288,10 +290,17 @@ class SwinTransformer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def init_weights(self):
-        """Load the configured pretrained checkpoint, if any."""
+        """Load the configured pretrained checkpoint, if any.
+
+        The file must hold every weight of the patch embedding and of the stages, and no stage weight this model
+        lacks: a checkpoint of another Swin size (Swin-S/B, another window) or of another network is a one-line
+        error. The output norms may be missing (a classification checkpoint) and extra keys outside the stages
+        (``norm0``, the classifier) are reported, not fatal.
+        """
         if self.pretrained is not None:
             convert = convert_official_swin if self.convert_weights else None
-            load_backbone_state(self, self.pretrained, convert=convert)
+            load_backbone_state(self, self.pretrained, convert=convert, required=_swin_architecture_key,
+                                owner=self.arch)
 
     def forward(self, x):
         x, hw_shape = self.patch_embed(x)
@@ -303,6 +312,13 @@ class SwinTransformer(nn.Module):
                 out = getattr(self, f"norm{i}")(out)
                 outs.append(out.transpose(1, 2).reshape(out.shape[0], -1, *out_hw).contiguous())
         return outs
+
+
+def _swin_architecture_key(key):
+    """Weights that every checkpoint of the same Swin must have (buffers such as masks and indices excepted)."""
+    if key.endswith(("relative_position_index", "attn_mask")):
+        return False
+    return key.startswith(("patch_embed.", "stages."))
 
 
 def _unfold_order(x):
