@@ -1,4 +1,6 @@
 """nuScenes detection metric: predictions in our LiDAR convention -> devkit result file -> ``DetectionEval``."""
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -6,6 +8,7 @@ import warnings
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
 
 from mmdet3d.core.boxes import lidar_boxes_to_global, transform_matrix
 from mmdet3d.datasets.nuscenes_dataset import load_infos
@@ -157,7 +160,14 @@ class NuScenesMetric(BaseMetric):
         if len(evaluator.gt_boxes.all) == 0:
             warnings.warn(f"split '{self.eval_set}' has no ground-truth boxes: every metric is reported as 0")
             return zero_metrics(self.object_classes)
-        summary = evaluator.main(render_curves=False)
+        # The devkit prints its own summary (with the per-class TP errors): it goes to the run's text log, and the
+        # tools print the metrics once.
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            summary = evaluator.main(render_curves=False)
+        logger = MMLogger.get_current_instance()
+        if logger.instance_name != "mmengine":  # a run's logger (its console shows warnings only), not the default
+            logger.info(f"nuscenes-devkit summary:\n{printed.getvalue()}")
         out = {"mAP": summary["mean_ap"], "NDS": summary["nd_score"]}
         out.update({name: summary["tp_errors"][key] for key, name in TP_ERRORS.items()})
         out.update({f"AP/{c}": summary["mean_dist_aps"][c] for c in self.object_classes})

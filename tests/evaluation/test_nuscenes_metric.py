@@ -29,9 +29,10 @@ def run(metric, predictions):
     return metric.compute_metrics(metric.results)
 
 
-def test_ground_truth_scores_one(synthetic_root, val_set):
+def test_ground_truth_scores_one(synthetic_root, val_set, capsys):
     dataset, ann_file = val_set
     metrics = run(make_metric(synthetic_root, ann_file), gt_predictions(dataset))
+    assert "Per-class results" not in capsys.readouterr().out  # the devkit's own summary goes to the log only
     assert metrics["mAP"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["NDS"] == pytest.approx(1.0, abs=1e-6)
     for c in CLASSES:
@@ -66,6 +67,14 @@ def test_boxes_beyond_class_range_are_dropped(synthetic_root, val_set, tmp_path)
     preds = [{"token": token, "boxes_3d": np.concatenate([far_cone, near_cone]), "scores_3d": np.ones(2),
               "labels_3d": np.array([9, 9])}]
     assert metric.to_result_file(preds, str(tmp_path / "r.json")) == 1
+
+
+def test_info_file_of_another_version_is_an_error(synthetic_root, val_set):
+    _, ann_file = val_set
+    with pytest.raises(ValueError, match=r"nuscenes_infos_val.pkl: info file of v1.0-mini, but the evaluation is on "
+                                         r"version v1.0-trainval"):
+        NuScenesMetric(dataset_root=synthetic_root, ann_file=ann_file, version="v1.0-trainval", eval_set="val",
+                       object_classes=CLASSES)
 
 
 def test_unknown_token_is_an_error(synthetic_root, val_set, tmp_path):
