@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmdet3d.datasets.collate import to_device
-from mmdet3d.utils import distill_analysis
+from mmdet3d.analysis import distill_analysis
 from mmdet3d.utils.config import load_config
 
 
@@ -39,7 +39,7 @@ def parse_args(argv=None):
 
 def build_model(cfg, checkpoint):
     import mmdet3d.models  # noqa: F401  (registers the models)
-    from mmdet3d.apis.checkpoint import load_checkpoint
+    from mmdet3d.utils.checkpoint import load_checkpoint
     from mmdet3d.registry import MODELS
 
     model = MODELS.build(cfg.model)

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from mmdet3d.utils import benchmark as bench
+from mmdet3d.analysis import benchmark as bench
 from mmdet3d.datasets.collate import to_device
 from mmdet3d.utils.config import load_config
 
@@ -49,7 +49,7 @@ def resolve_device(name):
 
 def build_model(cfg, checkpoint, device):
     import mmdet3d.models  # noqa: F401  (registers the models)
-    from mmdet3d.apis.checkpoint import load_checkpoint
+    from mmdet3d.utils.checkpoint import load_checkpoint
     from mmdet3d.registry import MODELS
 
     if "model" not in cfg:

@@ -5,7 +5,7 @@
 
 Permutes spconv 1.x sparse kernels to spconv 2.x, remaps the CenterHead dim/rot output layers from the legacy box
 convention to ours, renames the few keys that differ and drops grid constants and the released SimDistill's modules
-this model does not have, each with its reason (details: ``mmdet3d/utils/checkpoint_convert.py``). With ``--config``
+this model does not have, each with its reason (details: ``mmdet3d/apis/checkpoint_convert.py``). With ``--config``
 (and overrides of its keys, e.g. ``--model.official true`` for a released SimDistill checkpoint) the weights are
 matched to that config's model and must load into it strictly before OUT is written; keys the model lacks are listed
 as unmatched. ``--partial`` lets the model's keys that IN lacks stay at their initialisation (listed): MIT's
@@ -16,8 +16,8 @@ teacher or LiDAR-only model with ``tools/train.py CFG --load_from OUT``. OUT is 
 import argparse
 import sys
 
-from mmdet3d.apis.checkpoint import CheckpointError
-from mmdet3d.utils.checkpoint_convert import HEIGHT_NOTE, convert_checkpoint, group_keys
+from mmdet3d.utils.checkpoint import CheckpointError
+from mmdet3d.apis.checkpoint_convert import HEIGHT_NOTE, convert_checkpoint, group_keys
 from mmdet3d.utils.config import ConfigError
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mmdet3d.apis.checkpoint import load_checkpoint
+from mmdet3d.utils.checkpoint import load_checkpoint
 from mmdet3d.datasets.collate import to_device
 from mmdet3d.utils.config import load_config
 
@@ -94,7 +94,7 @@ def main(argv=None):
     import mmdet3d.datasets  # noqa: F401  (registers the datasets and transforms)
     from mmdet3d.datasets import collate
     from mmdet3d.registry import DATASETS
-    from mmdet3d.utils.visualization import render_sample, sample_view, save_figure
+    from mmdet3d.analysis.visualization import render_sample, sample_view, save_figure
 
     try:
         cfg = load_config(args.config, overrides)

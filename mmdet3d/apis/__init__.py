@@ -1,5 +1,5 @@
 """Training and testing entry points used by ``tools/train.py`` and ``tools/test.py``."""
-from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, read_checkpoint
+from mmdet3d.utils.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, read_checkpoint
 from .distributed import DistInfo, init_distributed, shutdown_distributed
 from .hooks import AtomicCheckpointHook, MetricsDumpHook, ProgressBarHook, WeightsOnlyCheckpointHook
 from .optim import build_optim_wrapper_cfg, build_param_scheduler_cfgs

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from mmdet3d.registry import HOOKS
 from mmdet3d.utils.checkpoint_compat import to_weights_only
 
-from .checkpoint import ATOMIC_BACKEND, LATEST, atomic_write_bytes, link_latest
+from mmdet3d.utils.checkpoint import ATOMIC_BACKEND, LATEST, atomic_write_bytes, link_latest
 
 
 @HOOKS.register_module()

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from mmdet3d.datasets.synthetic.segmentation import SEGMENTATION_CLASSES, segmentation_frames
 from mmdet3d.registry import MODELS
 
-from .checkpoint import atomic_write_bytes
+from mmdet3d.utils.checkpoint import atomic_write_bytes
 
 __all__ = ["SegmentationNet", "crop_like_test_pipeline", "pretrain_backbone", "segmentation_scores"]
 

@@ -33,7 +33,7 @@ from mmdet3d.datasets.pipelines.modality import without_points
 from mmdet3d.registry import MODELS
 
 from . import evaluator, hooks, wrappers  # noqa: F401  (registrations)
-from .checkpoint import LATEST, extract_state_dict, load_state_dict_checked, read_checkpoint
+from mmdet3d.utils.checkpoint import LATEST, extract_state_dict, load_state_dict_checked, read_checkpoint
 from .distributed import get_world_size
 from .optim import amp_settings, build_optim_wrapper_cfg, build_param_scheduler_cfgs, check_keys
 
@@ -56,7 +56,7 @@ class SimDistillRunner(Runner):
     """mmengine ``Runner`` with the project's checkpoint policy.
 
     - every checkpoint is read with ``torch.load(weights_only=True)`` and loaded with one-line errors
-      (``mmdet3d.apis.checkpoint``);
+      (``mmdet3d.utils.checkpoint``);
     - ``resume_from`` restores model, optimizer, AMP scaler, schedulers, epoch and iteration, with strict key
       matching; ``load_from`` loads model weights only, strictly when ``strict_load`` (testing) or partially
       (starting a training from another model's checkpoint);

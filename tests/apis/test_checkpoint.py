@@ -8,7 +8,7 @@ from mmengine.fileio.backends import LocalBackend
 from torch import nn
 
 from mmdet3d.apis import build_train_runner
-from mmdet3d.apis.checkpoint import (AtomicLocalBackend, CheckpointError, atomic_write_bytes, link_latest,
+from mmdet3d.utils.checkpoint import (AtomicLocalBackend, CheckpointError, atomic_write_bytes, link_latest,
                                      load_checkpoint, read_checkpoint)
 
 

@@ -10,7 +10,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from mmdet3d.apis import build_train_runner
-from mmdet3d.apis.checkpoint import read_checkpoint
+from mmdet3d.utils.checkpoint import read_checkpoint
 from mmdet3d.utils.checkpoint_compat import from_weights_only, to_weights_only
 
 

@@ -4,7 +4,7 @@ import torch
 
 from mmdet3d.registry import MODELS
 
-from fake_batch import make_batch, tiny_config
+from helpers.fake_batch import make_batch, tiny_config
 
 
 @pytest.mark.parametrize("name", ["teacher.yaml", "lidar.yaml", "camera_lss.yaml"])

@@ -5,7 +5,7 @@ import torch
 from mmdet3d.models.fusion_models.simdistill import OfficialSwitches
 from mmdet3d.registry import MODELS
 
-from fake_batch import make_batch, tiny_config
+from helpers.fake_batch import make_batch, tiny_config
 
 FLAGS = ["fusion_feature", "plidar_feature", "plidar_mask", "img_feature", "prediction_distill", "bev_DeformAttn"]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmdet3d.utils import benchmark as bench
+from mmdet3d.analysis import benchmark as bench
 from test_visualize import (REPO, TINY, load_tool, one_thread, real_data_args, real_meta,  # noqa: F401 (fixture)
                             tiny_config, write_real_frame_infos)
 
@@ -87,7 +87,7 @@ def test_summarize_matches_hand_values():
 
 def test_simdistill_inference_times_only_the_student():
     import mmdet3d.models  # noqa: F401
-    from fake_batch import make_batch
+    from helpers.fake_batch import make_batch
     from mmdet3d.registry import MODELS
 
     model = MODELS.build(tiny_config("simdistill.yaml").model).eval()

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mmdet3d.apis.checkpoint import CheckpointError, extract_state_dict, load_state_dict_checked, read_checkpoint
+from mmdet3d.utils.checkpoint import CheckpointError, extract_state_dict, load_state_dict_checked, read_checkpoint
 from mmdet3d.core.boxes import legacy_to_boxes
 from mmdet3d.models.fusion_models.gcm import BEVDeformableAttention
 from mmdet3d.ops.spconv import SparseConv3d, SparseConvTensor, SubMConv3d
 from mmdet3d.registry import MODELS
-from mmdet3d.utils.checkpoint_convert import (HEIGHT_NOTE, build_target_model, check_partial_fit, check_strict_fit,
+from mmdet3d.apis.checkpoint_convert import (HEIGHT_NOTE, build_target_model, check_partial_fit, check_strict_fit,
                                               convert_checkpoint, convert_state_dict, group_keys,
                                               legacy_box_rows_to_ours, load_official_checkpoint,
                                               sparse_kernel_v1_to_v2)

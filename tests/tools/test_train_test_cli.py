@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from mmdet3d.apis.checkpoint import read_checkpoint
+from mmdet3d.utils.checkpoint import read_checkpoint
 from mmdet3d.apis.optim import build_optim_wrapper_cfg
 
 HERE = os.path.dirname(os.path.abspath(__file__))

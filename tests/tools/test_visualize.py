@@ -12,16 +12,15 @@ import torch
 from PIL import Image
 from pyquaternion import Quaternion
 
+from helpers.fake_batch import TINY, make_batch, tiny_config
+from mmdet3d.analysis import visualization as vis
 from mmdet3d.core.boxes import boxes_to_legacy
 from mmdet3d.datasets.pipelines.transforms_2d import ImageNormalize
-from mmdet3d.utils import visualization as vis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 REPO = os.path.dirname(TESTS)
 DATA = os.path.join(TESTS, "data")
-sys.path.insert(0, os.path.join(TESTS, "models"))
-from fake_batch import TINY, make_batch, tiny_config  # noqa: E402
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 RED = (255, 0, 0)
@@ -330,7 +329,7 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
 
 
 def test_overlapping_labels_keep_the_highest_score_only():
-    from mmdet3d.utils.visualization import label_slots
+    from mmdet3d.analysis.visualization import label_slots
     anchors = [(10, 50), (12, 52), None, (100, 50), (14, 80)]
     texts = ["car 0.40", "truck 0.90", "bus 0.99", "car 0.30", None]
     # 5 px per character, 10 px high: the first two overlap (the truck wins), the third has no anchor, the fourth is

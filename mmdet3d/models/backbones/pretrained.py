@@ -10,6 +10,9 @@ import os
 import torch
 from mmengine.logging import print_log
 
+from mmdet3d.utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
+                                      read_checkpoint)
+
 __all__ = ["pretrained_path", "load_backbone_state", "read_backbone_weights"]
 
 
@@ -26,8 +29,6 @@ def pretrained_path(pretrained, init_cfg, owner):
 
 def read_backbone_weights(path, owner):
     """``{key: tensor}`` of the backbone in ``path`` (weights-only loading); ``ValueError`` in one line if none."""
-    from mmdet3d.apis.checkpoint import CheckpointError, read_checkpoint   # late: mmdet3d.apis imports the models
-
     if "://" in str(path):
         raise ValueError(f"{owner}: pretrained checkpoint must be a local file, got {path!r}")
     if not os.path.isfile(path):
@@ -64,8 +65,6 @@ def load_backbone_state(module, path, convert=None, required=None, owner=None):
     reported in one line, not fatal, as mmdet does for pretrained backbones. Any tensor of another shape is an error.
     ``owner`` names the backbone in messages (default: its class name).
     """
-    from mmdet3d.apis.checkpoint import compare_state_dicts, describe_mismatch
-
     owner = owner or type(module).__name__
     state = read_backbone_weights(path, owner)
     if convert is not None:

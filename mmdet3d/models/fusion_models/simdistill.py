@@ -18,6 +18,7 @@ import torch
 from mmdet3d.models.heads.centerpoint import REG_HEADS, gather_feat
 from mmdet3d.models.losses import distill
 from mmdet3d.registry import MODELS
+from mmdet3d.utils.checkpoint import extract_state_dict, load_state_dict_checked, read_checkpoint
 
 from .bevfusion import BEVFusion, CAMERA_MATRICES, attach_tokens, build_camera_encoder, build_decoder, build_heads, \
     set_frozen
@@ -138,8 +139,6 @@ class SimDistill(BEVFusion):
         """Loads a teacher checkpoint (keys ``encoders.*``, ``fuser.*``, ``decoder.*``, ``heads.*``; other keys, e.g.
         a whole SimDistill checkpoint's student, are ignored) and, unless the official random init is asked for,
         starts the student camera backbone and neck from the teacher's."""
-        from mmdet3d.apis.checkpoint import extract_state_dict, load_state_dict_checked, read_checkpoint
-
         state = extract_state_dict(read_checkpoint(path), path)
         if not any(k.split(".")[0] in TEACHER_PARTS for k in state):
             raise ValueError(f"{path}: no teacher weights (keys encoders.*, fuser.*, decoder.*, heads.*)")

@@ -1,15 +1,12 @@
 """Per-loss gradient norms follow SimDistill's data flow; the grid-alignment check finds a known transpose/flip."""
 import os
-import sys
 
 import pytest
 import torch
 
+from helpers.fake_batch import make_batch, tiny_config
+from mmdet3d.analysis import distill_analysis
 from mmdet3d.registry import MODELS
-from mmdet3d.utils import distill_analysis
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models"))
-from fake_batch import make_batch, tiny_config  # noqa: E402
 
 CAMERA = ["encoders_student.camera.backbone", "encoders_student.camera.neck"]
 SIM_LIDAR = ["encoders_student.camera.vtransform", "deformAttn"]

@@ -70,7 +70,7 @@ from collections import OrderedDict
 
 import torch
 
-from mmdet3d.apis.checkpoint import (CheckpointError, atomic_write_bytes, compare_state_dicts, describe_mismatch,
+from mmdet3d.utils.checkpoint import (CheckpointError, atomic_write_bytes, compare_state_dicts, describe_mismatch,
                                      extract_state_dict, read_checkpoint)
 from mmdet3d.models.backbones.swin import convert_official_swin
 from mmdet3d.registry import MODELS

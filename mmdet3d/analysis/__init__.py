@@ -1,0 +1,1 @@
+"""Tools-level modules built on the models and apis: pictures of samples, latency benchmarks, distillation analysis."""
