@@ -13,8 +13,8 @@ import os
 import sys
 
 from mmdet3d.apis import build_test_runner, init_distributed, shutdown_distributed
-from mmdet3d.apis.errors import INPUT_ERRORS, report_input_error
 from mmdet3d.apis.distributed import get_rank
+from mmdet3d.apis.errors import INPUT_ERRORS, report_input_error
 from mmdet3d.apis.hooks import write_metrics_json
 from mmdet3d.utils.config import load_config
 

@@ -14,8 +14,8 @@ import os
 import sys
 
 from mmdet3d.apis import build_train_runner, init_distributed, shutdown_distributed
-from mmdet3d.apis.runner import RunFinished
 from mmdet3d.apis.errors import INPUT_ERRORS, report_input_error
+from mmdet3d.apis.runner import RunFinished
 from mmdet3d.utils.config import load_config
 
 

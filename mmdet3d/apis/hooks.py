@@ -91,13 +91,13 @@ class MetricsDumpHook(Hook):
 
 @HOOKS.register_module()
 class RunSummaryHook(Hook):
-    """Prints what the run is, in a dozen lines, before its first iteration (rank 0); the whole environment,
-    config and hook list go to the run's text log only."""
+    """Prints what the run is, in seven lines, before its first iteration (rank 0); the whole environment, config
+    and hook list go to the run's text log only."""
 
     priority = "VERY_HIGH"
 
-    def __init__(self, config_path=None, overrides=0, start=None):
-        self.config_path, self.overrides, self.start = config_path, overrides, start
+    def __init__(self, config_path=None, start=None):
+        self.config_path, self.start = config_path, start
 
     def before_train(self, runner):
         if not is_main_process():
@@ -113,8 +113,7 @@ class RunSummaryHook(Hook):
         device = next(model.parameters()).device
         sensors = getattr(model, "sensors", None)
         lines = [
-            f"config    {self.config_path or cfg.filename}" + (f" (+{self.overrides} overrides)" if self.overrides
-                                                               else ""),
+            f"config    {self.config_path or cfg.filename}",
             f"run dir   {runner.work_dir} (text log {os.path.join(runner.log_dir, runner.timestamp + '.log')})",
             f"model     {type(model).__name__}" + (f" [{', '.join(sensors)}]" if sensors else "")
             + f", {params / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trained)",
