@@ -135,7 +135,8 @@ def pretrain_backbone(backbone_cfg, level_channels, out_path, final_dim, source_
     scores = segmentation_scores(net, val_images, val_labels)
     state = {f"backbone.{k}": v for k, v in net.backbone.state_dict().items()}
     meta = {"task": "per-pixel class segmentation of generated images (2D only)", "classes": SEGMENTATION_CLASSES,
-            "backbone": json.loads(json.dumps(dict(backbone_cfg))), "iters": iters, "batch": batch, "lr": lr, "train_images": len(images),
+            "backbone": json.loads(json.dumps(dict(backbone_cfg))), "iters": iters, "batch": batch, "lr": lr,
+            "train_images": len(images),
             "image_size": list(final_dim), "seed": seed, "held_out": scores}
     buffer = io.BytesIO()
     torch.save({"state_dict": state, "meta": meta}, buffer)
