@@ -12,9 +12,8 @@ from mmengine.hooks import CheckpointHook, Hook
 from tqdm import tqdm
 
 from mmdet3d.registry import HOOKS
-from mmdet3d.utils.checkpoint_compat import to_weights_only
-
 from mmdet3d.utils.checkpoint import ATOMIC_BACKEND, LATEST, atomic_write_bytes, link_latest
+from mmdet3d.utils.checkpoint_compat import to_weights_only
 
 
 @HOOKS.register_module()
@@ -96,8 +95,8 @@ class RunSummaryHook(Hook):
 
     priority = "VERY_HIGH"
 
-    def __init__(self, config_path=None, start=None):
-        self.config_path, self.start = config_path, start
+    def __init__(self, start=None):
+        self.start = start
 
     def before_train(self, runner):
         if not is_main_process():
@@ -113,7 +112,7 @@ class RunSummaryHook(Hook):
         device = next(model.parameters()).device
         sensors = getattr(model, "sensors", None)
         lines = [
-            f"config    {self.config_path or cfg.filename}",
+            f"config    {cfg.filename}",
             f"run dir   {runner.work_dir} (text log {os.path.join(runner.log_dir, runner.timestamp + '.log')})",
             f"model     {type(model).__name__}" + (f" [{', '.join(sensors)}]" if sensors else "")
             + f", {params / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trained)",

@@ -127,10 +127,13 @@ def import_custom_modules(cfg):
         import_modules_from_strings(**_plain(custom))
 
 
+def _model_class(model_cfg):
+    return MODELS.get(model_cfg.get("type")) if model_cfg.get("type") else None
+
+
 def model_reads_points(model_cfg, training):
     """``reads_points`` of the model class (True for a model type that does not say)."""
-    cls = MODELS.get(model_cfg.get("type")) if model_cfg.get("type") else None
-    reads = getattr(cls, "reads_points", None)
+    reads = getattr(_model_class(model_cfg), "reads_points", None)
     return True if reads is None else bool(reads(model_cfg, training))
 
 
@@ -206,10 +209,11 @@ def _common_runner_args(cfg, run_dir):
 
 
 def check_teacher(cfg, resume_checkpoint):
-    """A SimDistill model trains only from a trained teacher: ``model.teacher_checkpoint``, or the run's own
+    """A model whose class ``trains_from_teacher`` (SimDistill) trains only from a trained teacher: ``model.teacher_checkpoint``, or the run's own
     checkpoint when resuming (it holds the teacher), unless ``allow_random_teacher`` is set."""
     model = cfg.get("model") or {}
-    if model.get("type") == "SimDistill" and not model.get("teacher_checkpoint") and resume_checkpoint is None \
+    needs_teacher = getattr(_model_class(model), "trains_from_teacher", False)
+    if needs_teacher and not model.get("teacher_checkpoint") and resume_checkpoint is None \
             and not cfg.get("allow_random_teacher"):
         raise ValueError("model.teacher_checkpoint is not set: this SimDistill student would distil from (and start "
                          "from) a random, frozen teacher; pass --model.teacher_checkpoint runs/<teacher>/latest.pth")
@@ -302,8 +306,7 @@ def build_train_runner(cfg, run_dir, resume=False):
                            "max_keep_ckpts": int(ckpt_config.get("max_keep_ckpts", -1) or -1),
                            **{k: ckpt_config[k] for k in ("save_optimizer", "save_last") if k in ckpt_config}},
         },
-        custom_hooks=[{"type": "RunSummaryHook", "config_path": cfg.filename,
-                       "start": _start_line(cfg, resume_checkpoint)},
+        custom_hooks=[{"type": "RunSummaryHook", "start": _start_line(cfg, resume_checkpoint)},
                       {"type": "WeightsOnlyCheckpointHook"}, {"type": "ProgressBarHook"},
                       {"type": "MetricsDumpHook"}] + list(_plain(cfg.get("custom_hooks") or [])),
         load_from=cfg.get("load_from"),

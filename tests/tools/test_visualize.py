@@ -3,7 +3,6 @@ import importlib.util
 import json
 import os
 import pickle
-import sys
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -121,6 +121,9 @@ class SimDistill(BEVFusion):
             self.load_teacher(teacher_checkpoint)
         self.freeze_teacher()
 
+    # Training needs model.teacher_checkpoint (the runner checks it before anything is written).
+    trains_from_teacher = True
+
     @staticmethod
     def reads_points(model_cfg, training):
         """Training runs the LiDAR teacher; inference is the camera-only student, unless LiDAR depth is fed to it."""
