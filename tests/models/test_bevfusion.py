@@ -67,3 +67,14 @@ def test_config_errors():
         MODELS.build(dict(cfg, fuser=None))
     with pytest.raises(ValueError, match="at least one"):
         MODELS.build(dict(cfg, encoders={}))
+
+
+@pytest.mark.parametrize("encoders,expected", [
+    ({"lidar": {}}, True),
+    ({"camera": {"vtransform": {"type": "LSSTransform"}}}, False),
+    ({"camera": {"vtransform": {"type": "DepthLSSTransform"}}}, True),
+    ({"camera": {"vtransform": {"type": "OracleDepthLSSTransform"}}}, True),
+    ({"camera": {"vtransform": {"type": "LSSTransform"}}, "lidar": {}}, True),
+])
+def test_reads_points_follows_the_view_transform(encoders, expected):
+    assert MODELS.get("BEVFusion").reads_points({"encoders": encoders}, training=True) is expected

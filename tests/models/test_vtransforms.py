@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmdet3d.models.vtransforms import DepthLSSTransform, LSSTransform
+from mmdet3d.models.vtransforms import DepthLSSTransform, LSSTransform, OracleDepthLSSTransform
+from mmdet3d.models.vtransforms.oracle_depth import one_hot_depth
 from mmdet3d.ops import BEVPoolPlan
 from mmdet3d.registry import MODELS
 
@@ -333,3 +334,40 @@ def test_points_kept_on_the_real_frame_follow_the_cell_rule(rule):
     if rule == "trunc":
         floor_kept = int((((scaled >= 0) & (scaled < np.array([360, 360, 1]))).all(-1)).sum())
         assert expected - floor_kept > 0.1 * total  # the z sliver below -10 m alone is > 10 % of the frustum
+
+
+def test_one_hot_depth_by_hand():
+    """2x2 cells of a 4x4 depth image: nearest point per cell, bin = floor((d - 1) / 2), empty or out-of-range = 0."""
+    img = torch.zeros(1, 1, 4, 4)
+    img[0, 0, 0, 0], img[0, 0, 1, 1] = 6.5, 4.2   # cell (0, 0): nearest 4.2 -> bin 1
+    img[0, 0, 3, 2] = 8.9                          # cell (1, 1): bin 3
+    img[0, 0, 2, 0] = 30.0                         # cell (1, 0): beyond dbound -> nothing
+    out = one_hot_depth(img, (2, 2), (1.0, 9.0, 2.0), 4)
+    expected = torch.zeros(1, 4, 2, 2)
+    expected[0, 1, 0, 0] = expected[0, 3, 1, 1] = 1.0
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match="multiple"):
+        one_hot_depth(img, (3, 2), (1.0, 9.0, 2.0), 4)
+
+
+def test_oracle_depth_lifts_a_point_to_its_own_cell():
+    """One LiDAR point 21.3 m ahead of a camera looking along +x: its feature cell's context lands in the BEV cell of
+    the point (x = 21.3 m -> row (21.3 + 24) // 0.8), nothing else does."""
+    vt = OracleDepthLSSTransform(**{**SMALL, "downsample": 1})
+    row, col = 4, 11
+    cx, cy = float(vt.frustum[0, 0, col, 0]), float(vt.frustum[0, row, 0, 1])
+    intrinsics = homogeneous(np.array([[100.0, 0, cx], [0, 100.0, cy], [0, 0, 1]]))
+    camera2lidar = homogeneous(FACING_X, (0.0, 0.4, 0.0))
+    lidar2image = intrinsics @ np.linalg.inv(camera2lidar)
+    point = torch.tensor([[21.3, 0.4, 0.0, 0.0, 0.0]])
+    with torch.no_grad():
+        vt.context.weight.zero_()
+        vt.context.bias.fill_(1.0)
+        c2l, k, l2i, img_aug = tensors([[camera2lidar]], [[intrinsics]], [[lidar2image]], [[np.eye(4)]])
+        bev, depth = vt(torch.zeros(1, 1, 16, 8, 22), [point], None, None, None, l2i, k, c2l, img_aug,
+                        torch.eye(4)[None], metas=[{}])
+    assert torch.nonzero(depth[0]).tolist() == [[20, row, col]]
+    cells = torch.nonzero(bev[0, 0])
+    assert cells.tolist() == [[int((21.3 + 24.0) // 0.8), 30]] and bev[0, 0].sum() == 1.0
+    with pytest.raises(ValueError, match="points are required"):
+        vt(torch.zeros(1, 1, 16, 8, 22), None, None, None, None, l2i, k, c2l, img_aug, torch.eye(4)[None], [{}])

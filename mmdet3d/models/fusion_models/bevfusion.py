@@ -97,7 +97,8 @@ class BEVFusion(BaseModel):
         transform); the data pipeline loads none otherwise."""
         encoders = model_cfg.get("encoders") or {}
         camera = encoders.get("camera")
-        depth_input = isinstance(camera, dict) and (camera.get("vtransform") or {}).get("type") == "DepthLSSTransform"
+        vtransform = (camera.get("vtransform") or {}).get("type") if isinstance(camera, dict) else None
+        depth_input = vtransform is not None and getattr(MODELS.get(vtransform), "reads_points", False)
         return isinstance(encoders.get("lidar"), dict) or depth_input
 
     def extract_camera_features(self, batch):

@@ -7,11 +7,42 @@ from mmdet3d.registry import MODELS
 from .base import BaseTransform, make_downsample
 from .lss import _check_features
 
-__all__ = ["DepthLSSTransform"]
+__all__ = ["DepthLSSTransform", "lidar_depth_image"]
 
 
 def _conv_out(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def lidar_depth_image(points, lidar2image, img_aug_matrix, lidar_aug_matrix, image_size):
+    """Sparse depth [B, N, 1, H, W] in metres (0 = no point) of the (augmented) LiDAR ``points``.
+
+    Each point is taken back to the un-augmented LiDAR frame, projected by ``lidar2image``, moved by the image
+    augmentation and written to the pixel whose centre is nearest (integer coordinates are pixel centres, as in
+    the frustum); a pixel hit by several points keeps the nearest depth (BEVFusion keeps an arbitrary one).
+    Points behind a camera are skipped. The input points are not modified.
+    """
+    batch, num_cams = lidar2image.shape[:2]
+    if len(points) != batch:
+        raise ValueError(f"lidar_depth_image: got {len(points)} point clouds for a batch of {batch}")
+    img_h, img_w = image_size
+    out = []
+    for b in range(batch):
+        xyz = points[b][:, :3].float()
+        xyz = torch.cat([xyz, torch.ones_like(xyz[:, :1])], dim=1) @ torch.inverse(lidar_aug_matrix[b]).T
+        cam = torch.einsum("nij,pj->npi", lidar2image[b], xyz)
+        dist = cam[..., 2]
+        pix = torch.cat([cam[..., :2] / dist.clamp(min=1e-5).unsqueeze(-1), cam[..., 2:]], dim=-1)
+        pix = torch.einsum("nij,npj->npi", img_aug_matrix[b], pix)
+        col = torch.floor(pix[..., 0] + 0.5).long()
+        row = torch.floor(pix[..., 1] + 0.5).long()
+        keep = (dist > 0) & (col >= 0) & (col < img_w) & (row >= 0) & (row < img_h)
+        cam_idx = torch.arange(num_cams, device=xyz.device)[:, None].expand_as(keep)
+        flat = ((cam_idx * img_h + row) * img_w + col)[keep]
+        depth = torch.full((num_cams * img_h * img_w,), float("inf"), device=xyz.device)
+        depth.scatter_reduce_(0, flat, dist[keep], reduce="amin")
+        out.append(torch.where(torch.isinf(depth), torch.zeros_like(depth), depth))
+    return torch.stack(out).view(batch, num_cams, 1, img_h, img_w)
 
 
 @MODELS.register_module()
@@ -22,6 +53,8 @@ class DepthLSSTransform(BaseTransform):
     Module names and layer indices equal BEVFusion's (``dtransform.*``, ``depthnet.*``, ``downsample.*``).
     BEVFusion's image-plane deformable attention (SimDistill's hard-wired ``uv_deformAttn``) is not included.
     """
+
+    reads_points = True  # the data pipeline must load LiDAR points for it
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
                  downsample=1, cell_rule="trunc"):
@@ -54,34 +87,8 @@ class DepthLSSTransform(BaseTransform):
         self.downsample = make_downsample(out_channels, downsample)
 
     def depth_image(self, points, lidar2image, img_aug_matrix, lidar_aug_matrix):
-        """Sparse depth [B, N, 1, H, W] in metres (0 = no point) of the (augmented) LiDAR ``points``.
-
-        Each point is taken back to the un-augmented LiDAR frame, projected by ``lidar2image``, moved by the image
-        augmentation and written to the pixel whose centre is nearest (integer coordinates are pixel centres, as in
-        the frustum); a pixel hit by several points keeps the nearest depth (BEVFusion keeps an arbitrary one).
-        Points behind a camera are skipped. The input points are not modified.
-        """
-        batch, num_cams = lidar2image.shape[:2]
-        if len(points) != batch:
-            raise ValueError(f"DepthLSSTransform: got {len(points)} point clouds for a batch of {batch}")
-        img_h, img_w = self.image_size
-        out = []
-        for b in range(batch):
-            xyz = points[b][:, :3].float()
-            xyz = torch.cat([xyz, torch.ones_like(xyz[:, :1])], dim=1) @ torch.inverse(lidar_aug_matrix[b]).T
-            cam = torch.einsum("nij,pj->npi", lidar2image[b], xyz)
-            dist = cam[..., 2]
-            pix = torch.cat([cam[..., :2] / dist.clamp(min=1e-5).unsqueeze(-1), cam[..., 2:]], dim=-1)
-            pix = torch.einsum("nij,npj->npi", img_aug_matrix[b], pix)
-            col = torch.floor(pix[..., 0] + 0.5).long()
-            row = torch.floor(pix[..., 1] + 0.5).long()
-            keep = (dist > 0) & (col >= 0) & (col < img_w) & (row >= 0) & (row < img_h)
-            cam_idx = torch.arange(num_cams, device=xyz.device)[:, None].expand_as(keep)
-            flat = ((cam_idx * img_h + row) * img_w + col)[keep]
-            depth = torch.full((num_cams * img_h * img_w,), float("inf"), device=xyz.device)
-            depth.scatter_reduce_(0, flat, dist[keep], reduce="amin")
-            out.append(torch.where(torch.isinf(depth), torch.zeros_like(depth), depth))
-        return torch.stack(out).view(batch, num_cams, 1, img_h, img_w)
+        """Sparse depth [B, N, 1, H, W] at ``image_size``; see ``lidar_depth_image``."""
+        return lidar_depth_image(points, lidar2image, img_aug_matrix, lidar_aug_matrix, self.image_size)
 
     def get_cam_feats(self, img, depth_img):
         """img [B, N, C_in, fH, fW], depth_img [B, N, 1, H, W] -> depth probs [B*N, D, fH, fW], context [B*N, C, ..]."""
