@@ -67,6 +67,10 @@ class SimDistillRunner(Runner):
         self._resume_from = resume_from
         self._strict_load = strict_load
         self._model_wrapper_cfg = model_wrapper_cfg
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # mmengine would set MKL to one thread per process with a warning on every launch; follow the OMP
+            # setting the launcher (torchrun: 1) or the user chose instead
+            os.environ.setdefault("MKL_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
         super().__init__(*args, resume=resume_from is not None, **kwargs)
 
     def build_logger(self, log_level="INFO", log_file=None, **kwargs):

@@ -12,6 +12,7 @@ Both patches are applied when this module is imported; on GPU they change nothin
     from mmdet3d.ops.spconv import SparseConv3d, SparseConvTensor, SparseSequential, SubMConv3d
 """
 import functools
+import logging
 import warnings
 
 import torch
@@ -31,6 +32,20 @@ __all__ = ["SparseConv3d", "SparseConvTensor", "SparseSequential", "SubMConv3d"]
 # spconv's dense() indexes with a list, deprecated since torch 2.9; the warning fires every step and is not ours.
 warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
                         module="spconv")
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record):
+        return self.text not in record.getMessage()
+
+
+# SparseConvTensor's constructor asks torch.fx whether it is being traced, and torch >= 2.10 answers with a log
+# warning about that API (once per process, on the first training step); it concerns spconv's code, not ours.
+logging.getLogger("torch.fx._symbolic_trace").addFilter(_DropMessage("is_fx_tracing will return true"))
 
 # spconv ops that compute on feature or index tensors (rule generation, convolution, pooling and their backward).
 _THREAD_SENSITIVE_OPS = (

@@ -425,7 +425,7 @@ def test_point_shuffle_permutes_rows():
 def test_image_normalize_by_hand():
     images = [Image.new("RGB", (8, 4), (255, 0, 51)), Image.new("RGB", (8, 4), (0, 128, 255))]
     out = ImageNormalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])({"img": images})["img"]
-    assert out.shape == (2, 3, 4, 8) and out.dtype == torch.float32
+    assert out.shape == (2, 3, 4, 8) and out.dtype == torch.float32 and out.stride() == (96, 32, 8, 1)
     expected = (np.array([1.0, 0.0, 0.2]) - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
     np.testing.assert_allclose(out[0, :, 2, 5].numpy(), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="differ in size"):

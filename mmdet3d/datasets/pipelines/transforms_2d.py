@@ -118,7 +118,9 @@ class ImageNormalize:
             raise ValueError(f"ImageNormalize: camera images differ in size {sorted(sizes)}; add ImageAug3D first")
         rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
         pixels = torch.from_numpy(np.stack([np.asarray(im) for im in rgb]))
-        results["img"] = (pixels.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
+        # contiguous NCHW: a permuted (channels-last) batch gives 1x1-conv weight gradients strides that DDP's
+        # buckets do not expect ("Grad strides do not match bucket view strides" on every run)
+        results["img"] = ((pixels.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std).contiguous()
         return results
 
     def __repr__(self):
