@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Circle, Polygon  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -313,8 +314,19 @@ def _draw_bev_box(ax, frame, box, color):
     return patch
 
 
+def camera_legend_entries(view, class_names, score_thr):
+    """``(name, colour)`` of what the camera panels draw: ground truth, then each predicted class above
+    ``score_thr`` in label order."""
+    entries = [("ground truth", GT_COLOR)] if (view.gt_labels >= 0).any() else []
+    if view.pred_boxes is not None:
+        labels = sorted({int(label) for label in view.pred_labels[view.pred_scores >= score_thr]})
+        entries += [(_class_name(class_names, label), class_color(label)) for label in labels]
+    return entries
+
+
 def render_sample(view, class_names, point_cloud_range, score_thr=0.3, dpi=100):
-    """A figure: the six cameras (3 x 2, nuScenes layout) above the BEV panel."""
+    """A figure: a legend row, the six cameras (3 x 2, nuScenes layout) and the BEV panel (axes in that order after
+    the cameras: ``fig.axes[:6]`` cameras, ``[6]`` BEV, ``[7]`` legend row)."""
     if len(view.images) != len(CAMERA_ORDER):
         raise ValueError(f"expected {len(CAMERA_ORDER)} camera images, got {len(view.images)}")
     img_h, img_w = view.images.shape[1:3]
@@ -323,13 +335,22 @@ def render_sample(view, class_names, point_cloud_range, score_thr=0.3, dpi=100):
     cam_w = 5.0
     cam_h = cam_w * img_h / img_w
     bev_h = 3 * cam_w * 0.62
-    fig = plt.figure(figsize=(3 * cam_w, 2 * cam_h + bev_h + 0.8), dpi=dpi, layout="constrained")
-    grid = fig.add_gridspec(3, 3, height_ratios=[cam_h, cam_h, bev_h])
+    legend_h = 0.3
+    fig = plt.figure(figsize=(3 * cam_w, legend_h + 2 * cam_h + bev_h + 0.8), dpi=dpi, layout="constrained")
+    grid = fig.add_gridspec(4, 3, height_ratios=[legend_h, cam_h, cam_h, bev_h])
     for row, names in enumerate(CAMERA_GRID):
         for col, name in enumerate(names):
-            draw_camera_panel(fig.add_subplot(grid[row, col]), view, CAMERA_ORDER.index(name), boxes, colors, texts,
-                              scale, priority=scores)
-    draw_bev_panel(fig.add_subplot(grid[2, :]), view, class_names, point_cloud_range, score_thr)
+            draw_camera_panel(fig.add_subplot(grid[row + 1, col]), view, CAMERA_ORDER.index(name), boxes, colors,
+                              texts, scale, priority=scores)
+    draw_bev_panel(fig.add_subplot(grid[3, :]), view, class_names, point_cloud_range, score_thr)
+    # a legend row above the cameras: their panels label only the boxes whose labels do not collide, the colours
+    # say the class of the rest
+    legend_ax = fig.add_subplot(grid[0, :])
+    legend_ax.set_axis_off()
+    entries = camera_legend_entries(view, class_names, score_thr)
+    if entries:
+        legend_ax.legend([Line2D([], [], color=_rgb01(color), lw=2) for _, color in entries],
+                         [name for name, _ in entries], loc="center", ncol=len(entries), fontsize=8, frameon=False)
     shown = 0 if view.pred_boxes is None else int((view.pred_scores >= score_thr).sum())
     preds = "no predictions" if view.pred_boxes is None else f"{shown} predictions (score >= {score_thr:g})"
     fig.suptitle(f"sample {view.token}: {int((view.gt_labels >= 0).sum())} GT boxes (green), {preds}", fontsize=11)

@@ -263,9 +263,13 @@ def test_render_sample_on_a_fabricated_batch_with_predictions(tmp_path):
     view = vis.sample_view(batch, 0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], prediction)
     fig = vis.render_sample(view, ["car"] + ["x"] * 7 + ["pedestrian", "cone"], [-12, -12, -5, 12, 12, 3],
                             score_thr=0.3)
-    bev = fig.axes[-1]
+    bev = fig.axes[6]
     legend = [t.get_text() for t in bev.get_legend().get_texts()]
     assert legend == ["ground truth", "car"]  # the 0.1 pedestrian is below the threshold
+    camera_legend = fig.axes[7].get_legend()  # for the camera panels, whose labels may be dropped where they collide
+    assert [t.get_text() for t in camera_legend.get_texts()] == ["ground truth", "car"]
+    assert [tuple(h.get_color()) for h in camera_legend.legend_handles] == [
+        tuple(c / 255 for c in vis.GT_COLOR), tuple(c / 255 for c in vis.class_color(0))]
     assert [ax.get_title() for ax in fig.axes[:6]] == [n for row in vis.CAMERA_GRID for n in row]
     path = tmp_path / "sample.png"
     vis.save_figure(fig, path)
