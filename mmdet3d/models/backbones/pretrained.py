@@ -1,9 +1,9 @@
 """Loading a backbone's weights from a local checkpoint file.
 
 What a pretrained file may be: a bare state dict, an mmengine/mmcv checkpoint (``state_dict``) or an original-Swin
-one (``model``), of the backbone alone or of a whole detector (only its ``backbone.*`` keys are kept; a DDP
-``module.`` prefix is stripped). Every failure is a one-line error naming the file; keys the backbone lacks or the
-file lacks are reported in one warning line.
+one (``model``), or another entry a backbone names first (ViTAE's ``state_dict_ema``), of the backbone alone or of a
+whole detector (only its ``backbone.*`` keys are kept; a DDP ``module.`` prefix is stripped). Every failure is a
+one-line error naming the file; keys the backbone lacks or the file lacks are reported in one warning line.
 """
 import os
 
@@ -27,8 +27,9 @@ def pretrained_path(pretrained, init_cfg, owner):
     return init_cfg["checkpoint"]
 
 
-def read_backbone_weights(path, owner):
-    """``{key: tensor}`` of the backbone in ``path`` (weights-only loading); ``ValueError`` in one line if none."""
+def read_backbone_weights(path, owner, entries=("state_dict", "model")):
+    """``{key: tensor}`` of the backbone in ``path`` (weights-only loading): the first of ``entries`` the checkpoint
+    holds, else the checkpoint itself; ``ValueError`` in one line if none."""
     if "://" in str(path):
         raise ValueError(f"{owner}: pretrained checkpoint must be a local file, got {path!r}")
     if not os.path.isfile(path):
@@ -42,7 +43,7 @@ def read_backbone_weights(path, owner):
                     "weights alone)")
         raise ValueError(f"{owner}: pretrained {e}{hint}") from None
     state = ckpt
-    for key in ("state_dict", "model"):
+    for key in entries:
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             state = ckpt[key]
             break
@@ -56,17 +57,17 @@ def read_backbone_weights(path, owner):
     return state
 
 
-def load_backbone_state(module, path, convert=None, required=None, owner=None):
+def load_backbone_state(module, path, convert=None, required=None, owner=None, entries=("state_dict", "model")):
     """Load ``path`` into ``module``: full-detector checkpoints keep only their ``backbone.`` keys.
 
     ``convert`` optionally maps the state dict (e.g. original Swin -> mmdet names) before loading. ``required(key)``
     names the keys that define the architecture: a file that lacks one of the module's, or holds one the module does
     not have, is a checkpoint of another architecture or size and an error. Other missing or unexpected keys are
     reported in one line, not fatal, as mmdet does for pretrained backbones. Any tensor of another shape is an error.
-    ``owner`` names the backbone in messages (default: its class name).
+    ``owner`` names the backbone in messages (default: its class name); ``entries`` as in ``read_backbone_weights``.
     """
     owner = owner or type(module).__name__
-    state = read_backbone_weights(path, owner)
+    state = read_backbone_weights(path, owner, entries)
     if convert is not None:
         state = convert(state)
     own = module.state_dict()

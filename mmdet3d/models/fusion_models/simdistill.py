@@ -14,6 +14,7 @@ import copy
 import dataclasses
 
 import torch
+from mmengine.logging import print_log
 
 from mmdet3d.models.heads.centerpoint import REG_HEADS, gather_feat
 from mmdet3d.models.losses import distill
@@ -55,14 +56,27 @@ class OfficialSwitches:
         return cls(**cfg)
 
 
-def student_camera_config(camera_cfg, depth_input):
-    """The student's camera encoder: the teacher's, with a camera-only view transform unless LiDAR depth is fed."""
+STUDENT_CAMERA_PARTS = ("backbone", "neck")
+
+
+def student_camera_config(camera_cfg, depth_input, student_cfg=None):
+    """The student's camera encoder: the teacher's, with a camera-only view transform unless LiDAR depth is fed, and
+    with the ``backbone``/``neck`` that ``student_cfg`` (``model.encoders_student.camera``) gives instead."""
     cfg = copy.deepcopy(dict(camera_cfg))
+    unknown = set(student_cfg or {}) - set(STUDENT_CAMERA_PARTS)
+    if unknown:
+        raise ValueError(f"model.encoders_student.camera: only {list(STUDENT_CAMERA_PARTS)} can differ from the "
+                         f"teacher's, got {sorted(unknown)}")
+    cfg.update(copy.deepcopy(dict(student_cfg or {})))
     vtransform = dict(cfg["vtransform"])
     if not depth_input:
         vtransform["type"] = "LSSTransform"
     cfg["vtransform"] = vtransform
     return cfg
+
+
+def same_tensors(state, other):
+    return state.keys() == other.keys() and all(state[k].shape == other[k].shape for k in state)
 
 
 def bev_cells(vtransform_cfg, bound):
@@ -83,10 +97,13 @@ class SimDistill(BEVFusion):
         official: switches of ``OfficialSwitches``.
         encoders: the teacher encoders, plus the original's flags ``fusion_feature``, ``plidar_feature``,
             ``plidar_mask``, ``img_feature``, ``prediction_distill``, ``bev_DeformAttn``.
+        encoders_student: ``{camera: {backbone, neck}}``, the student's own camera backbone and neck; a part not
+            given is the teacher's architecture.
     """
 
     def __init__(self, encoders, decoder, heads, fuser, fuser_student, trans_student, teacher_checkpoint=None,
-                 distill_weights=None, official=None, gcm=None, data_preprocessor=None, init_cfg=None):
+                 distill_weights=None, official=None, gcm=None, encoders_student=None, data_preprocessor=None,
+                 init_cfg=None):
         super().__init__(encoders=encoders, decoder=decoder, heads=heads, fuser=fuser,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if set(self.encoders) != {"camera", "lidar"}:
@@ -98,7 +115,8 @@ class SimDistill(BEVFusion):
         if unknown:
             raise ValueError(f"model.distill_weights: unknown keys {sorted(unknown)}")
 
-        camera_cfg = student_camera_config(encoders["camera"], self.official.student_depth_input)
+        camera_cfg = student_camera_config(encoders["camera"], self.official.student_depth_input,
+                                           (encoders_student or {}).get("camera"))
         self.encoders_student = torch.nn.ModuleDict({"camera": build_camera_encoder(camera_cfg)})
         if not self.official.shared_vtransform:
             self.encoders_student["camera"]["vtransform2"] = MODELS.build(camera_cfg["vtransform"])
@@ -141,7 +159,8 @@ class SimDistill(BEVFusion):
     def load_teacher(self, path):
         """Loads a teacher checkpoint (keys ``encoders.*``, ``fuser.*``, ``decoder.*``, ``heads.*``; other keys, e.g.
         a whole SimDistill checkpoint's student, are ignored) and, unless the official random init is asked for,
-        starts the student camera backbone and neck from the teacher's."""
+        starts the student camera backbone and neck from the teacher's where they have the same tensors (a student
+        backbone of another architecture keeps its own initialisation, e.g. its ``init_cfg``)."""
         state = extract_state_dict(read_checkpoint(path), path)
         if not any(k.split(".")[0] in TEACHER_PARTS for k in state):
             raise ValueError(f"{path}: no teacher weights (keys encoders.*, fuser.*, decoder.*, heads.*)")
@@ -151,8 +170,13 @@ class SimDistill(BEVFusion):
             weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             load_state_dict_checked(getattr(self, part), weights, f"{path} [{prefix}*]", strict=True)
         if not self.official.random_student_init:
-            for part in ("backbone", "neck"):
-                self.encoders_student["camera"][part].load_state_dict(self.encoders["camera"][part].state_dict())
+            for part in STUDENT_CAMERA_PARTS:
+                student, teacher = self.encoders_student["camera"][part], self.encoders["camera"][part].state_dict()
+                if same_tensors(student.state_dict(), teacher):
+                    student.load_state_dict(teacher)
+                else:
+                    print_log(f"student camera {part} ({type(student).__name__}) differs from the teacher's: it keeps "
+                              "its own initialisation", logger="current")
 
     def train(self, mode=True):
         super().train(mode)
