@@ -184,3 +184,18 @@ def test_a_simdistill_checkpoint_can_serve_as_teacher(tmp_path):
     model = build("--model.teacher_checkpoint", str(path))
     for k, v in source.fuser.state_dict().items():
         assert torch.equal(model.fuser.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("name", ["simdistill_vitaev2.yaml", "baseline_vitaev2.yaml"])
+def test_small_vitaev2_student_trains_beside_a_resnet_teacher(name):
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_config(name).model).train()
+    student = model.encoders_student["camera"]["backbone"]
+    assert type(student).__name__ == "ViTAEv2" and type(model.encoders["camera"]["backbone"]).__name__ == "ResNet"
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = model(mode="loss", **make_batch())
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    opt.step()
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
