@@ -10,6 +10,7 @@ import os
 from setuptools import find_packages, setup
 
 DEFAULT_ARCHS = "8.0;8.6;8.9;9.0"
+DEPLOY_REQUIRES = ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18", "ml_dtypes>=0.5,<0.6"]
 
 
 def cuda_extensions():
@@ -71,7 +72,10 @@ setup(
         "tensorboard>=2.12",
         "shapely>=2",
     ],
-    extras_require={"spconv": ["spconv>=2.3.6"], "test": ["pytest>=7", "pytest-xdist>=3"]},
+    # deploy: ONNX export (torch's exporter needs onnxscript) and onnxruntime; ml_dtypes < 0.6 keeps numpy < 2 working.
+    extras_require={"spconv": ["spconv>=2.3.6"],
+                    "deploy": DEPLOY_REQUIRES,
+                    "test": ["pytest>=7", "pytest-xdist>=3"] + DEPLOY_REQUIRES},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     zip_safe=False,

@@ -3,10 +3,13 @@
     python tools/test.py CONFIG CKPT --eval bbox [--out FILE] [--run-dir D] [--a.b value ...]
     torchrun --nproc_per_node N tools/test.py CONFIG CKPT --eval bbox
     torchpack dist-run -np N python tools/test.py CONFIG CKPT --eval bbox
+    python tools/test.py CONFIG CKPT --onnx FILE.onnx --eval bbox
 
 Each process runs its share of ``data.test``; the predictions are gathered to rank 0 in dataset order and scored
 there with the config's ``evaluator`` (the nuscenes-devkit for nuScenes configs). Prints the metrics table; writes
-them as JSON to ``--out``. Logs go to ``--run-dir`` (default ``runs/<config stem>/test``).
+them as JSON to ``--out``. Logs go to ``--run-dir`` (default ``runs/<config stem>/test``). With ``--onnx`` the
+exported graph of ``tools/export_onnx.py`` runs in onnxruntime (CPU) instead of the PyTorch model, with the same
+data, post-processing and metric; ``CKPT`` must be the checkpoint the file was exported from.
 """
 import argparse
 import os
@@ -30,6 +33,7 @@ def parse_args(argv=None):
     parser.add_argument("--eval", choices=EVAL_CHOICES, default="bbox", help="metric family (3D boxes)")
     parser.add_argument("--out", help="write the metrics to this JSON file")
     parser.add_argument("--run-dir", "--run_dir", dest="run_dir", help="log folder (default runs/<config stem>/test)")
+    parser.add_argument("--onnx", help="evaluate this file of tools/export_onnx.py with onnxruntime")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a bad-input error")
     return parser.parse_known_args(argv)
 
@@ -51,6 +55,16 @@ def fail(error):
     return 2
 
 
+def onnx_model(cfg, args):
+    """The ``--onnx`` file behind the model interface, or None for the PyTorch model of the checkpoint."""
+    if not args.onnx:
+        return None
+    from mmdet3d.deploy import OnnxDetector
+    from mmdet3d.deploy.calibration import build_head
+
+    return OnnxDetector(args.onnx, build_head(cfg), checkpoint=args.checkpoint)
+
+
 def main(argv=None):
     args, overrides = parse_args(argv)
     init_distributed()
@@ -59,7 +73,7 @@ def main(argv=None):
     try:
         try:
             cfg = load_config(args.config, overrides)
-            runner = build_test_runner(cfg, args.checkpoint, run_dir)
+            runner = build_test_runner(cfg, args.checkpoint, run_dir, model=onnx_model(cfg, args))
             metrics = runner.test()
         except INPUT_ERRORS as e:
             if args.debug:

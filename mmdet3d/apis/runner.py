@@ -319,11 +319,14 @@ def build_train_runner(cfg, run_dir, resume=False):
     )
 
 
-def build_test_runner(cfg, checkpoint, run_dir):
-    """Runner for ``tools/test.py``: ``data.test`` through the model loaded strictly from ``checkpoint``."""
+def build_test_runner(cfg, checkpoint, run_dir, model=None):
+    """Runner for ``tools/test.py``: ``data.test`` through the model loaded strictly from ``checkpoint``, or through
+    ``model`` (a ready module, e.g. an ``OnnxDetector``; ``checkpoint`` is then not loaded)."""
     cfg = cfg if isinstance(cfg, Config) else Config(cfg)
     import_custom_modules(cfg)
     args, _ = _common_runner_args(cfg, run_dir)
+    if model is not None:
+        args["model"] = model
     data = cfg.get("data") or {}
     if not data.get("test"):
         raise ValueError("config has no 'data.test' dataset")
@@ -334,6 +337,6 @@ def build_test_runner(cfg, checkpoint, run_dir):
         test_evaluator=_evaluator(cfg),
         test_cfg={"type": "TestLoop", "fp16": inference_fp16(cfg)},
         custom_hooks=[{"type": "ProgressBarHook"}],
-        load_from=checkpoint,
+        load_from=checkpoint if model is None else None,
         strict_load=True,
     )

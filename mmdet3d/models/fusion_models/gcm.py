@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mmdet3d.ops import multi_scale_deformable_attn
+from mmdet3d.ops.msda.msda import multi_scale_deformable_attn_reference
 from mmdet3d.registry import MODELS
 
 
@@ -85,9 +86,14 @@ class BEVDeformableAttention(nn.Module):
         weights = self.attention_weights(query).view(b, h * w, self.num_heads, self.num_points).softmax(-1)
         normaliser = torch.tensor([w, h], dtype=src.dtype, device=x.device)
         locations = self.reference_points(h, w, x.device) + offsets / normaliser
-        shapes = torch.tensor([[h, w]], dtype=torch.long, device=x.device)
-        start = torch.zeros(1, dtype=torch.long, device=x.device)
-        out = multi_scale_deformable_attn(value, shapes, start, locations,
-                                          weights.view(b, h * w, self.num_heads, 1, self.num_points))
+        weights = weights.view(b, h * w, self.num_heads, 1, self.num_points)
+        if torch.compiler.is_exporting():
+            # The dispatcher reads the map shapes back from tensors, which a traced graph cannot do; an exported
+            # graph takes the grid_sample path (a standard ONNX GridSample) anyway.
+            out = multi_scale_deformable_attn_reference(value, [(h, w)], locations, weights)
+        else:
+            shapes = torch.tensor([[h, w]], dtype=torch.long, device=x.device)
+            start = torch.zeros(1, dtype=torch.long, device=x.device)
+            out = multi_scale_deformable_attn(value, shapes, start, locations, weights)
         out = self.output_proj(out)
         return out.transpose(1, 2).reshape(b, c, h, w).to(x.dtype)

@@ -13,7 +13,8 @@ from torch import nn
 
 from mmdet3d.core.bbox_coder import CODE_SIZE, CenterPointBBoxCoder
 from mmdet3d.core.gaussian import draw_heatmap_gaussian, gaussian_radius
-from mmdet3d.core.nms import NMS_TYPES, task_nms
+from mmdet3d.core.nms import NMS_TYPES
+from mmdet3d.core.post_processing import decode_center_outputs
 from mmdet3d.models.layers import ConvModule
 from mmdet3d.models.losses import GaussianFocalLoss, L1Loss
 from mmdet3d.registry import MODELS
@@ -355,31 +356,6 @@ class CenterHead(nn.Module):
             raise ValueError("CenterHead: test_cfg is required for get_bboxes")
         if len(preds) != len(self.num_classes):
             raise ValueError(f"CenterHead: preds has {len(preds)} tasks, the head {len(self.num_classes)}")
-        score_threshold = self.test_cfg.get("score_threshold")
-        per_sample = None
-        for t, pred in enumerate(preds):
-            rot = pred["rot"].float()
-            detections = self.bbox_coder.decode(pred["heatmap"].float().sigmoid(), rot[:, 0:1], rot[:, 1:2],
-                                                pred["height"].float(), pred["dim"].float(), pred["vel"].float(),
-                                                pred["reg"].float())
-            if per_sample is None:
-                per_sample = [[] for _ in detections]
-            for b, det in enumerate(detections):
-                boxes, scores, labels = det["bboxes"], det["scores"], det["labels"]
-                if score_threshold is not None:
-                    above = scores >= score_threshold
-                    boxes, scores, labels = boxes[above], scores[above], labels[above]
-                keep = task_nms(boxes, scores, labels, **self.nms_settings[t])
-                per_sample[b].append((boxes[keep], scores[keep], labels[keep] + self.label_offsets[t]))
-
-        limit = self.test_cfg.get("post_center_limit_range")
-        results = []
-        for parts in per_sample:
-            boxes, scores, labels = (torch.cat(items) for items in zip(*parts))
-            if limit is not None:
-                centers = boxes[:, :3]
-                inside = ((centers >= centers.new_tensor(limit[:3]))
-                          & (centers <= centers.new_tensor(limit[3:]))).all(1)
-                boxes, scores, labels = boxes[inside], scores[inside], labels[inside]
-            results.append({"boxes_3d": boxes, "scores_3d": scores, "labels_3d": labels.long()})
-        return results
+        return decode_center_outputs(preds, self.bbox_coder, self.nms_settings, self.label_offsets,
+                                     self.test_cfg.get("score_threshold"),
+                                     self.test_cfg.get("post_center_limit_range"))
