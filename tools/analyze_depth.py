@@ -13,11 +13,11 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from mmdet3d.analysis.depth_quality import bin_depths, depth_quality, predicted_depth
+from mmdet3d.analysis.samples import build_split, spread_indices
 from mmdet3d.datasets.collate import to_device
 from mmdet3d.utils.config import load_config
 
@@ -44,26 +44,18 @@ def fail(error):
 
 def main(argv=None):
     args, overrides = parse_args(argv)
-    import mmdet3d.datasets  # noqa: F401  (registers the datasets and transforms)
     import mmdet3d.models  # noqa: F401  (registers the models)
     from mmdet3d.datasets import collate
-    from mmdet3d.registry import DATASETS, MODELS
+    from mmdet3d.registry import MODELS
     from mmdet3d.utils.checkpoint import load_checkpoint
 
     try:
-        if args.samples < 1:
-            raise ValueError(f"--samples must be >= 1, got {args.samples}")
         cfg = load_config(args.config, overrides)
-        dataset_cfg = (cfg.get("data") or {}).get(args.split)
-        if not dataset_cfg:
-            raise ValueError(f"config has no 'data.{args.split}' dataset")
-        dataset = DATASETS.build(dataset_cfg)
-        if len(dataset) == 0:
-            raise ValueError(f"data.{args.split} is empty")
+        dataset = build_split(cfg, args.split)
+        indices = spread_indices(len(dataset), args.samples)
         model = MODELS.build(cfg.model)
         load_checkpoint(model, args.checkpoint)
         model.eval()
-        indices = sorted(set(np.linspace(0, len(dataset) - 1, min(args.samples, len(dataset))).round().astype(int)))
         probs, targets = [], []
         for index in tqdm(indices, desc=f"scoring depth on {args.split} samples", unit="sample"):
             p, t = predicted_depth(model, to_device(collate([dataset[int(index)]]), "cpu"))

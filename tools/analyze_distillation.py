@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mmdet3d.datasets.collate import to_device
 from mmdet3d.analysis import distill_analysis
+from mmdet3d.analysis.samples import build_split, spread_indices
 from mmdet3d.utils.config import load_config
 
 
@@ -100,9 +101,7 @@ def fail(error):
 
 def main(argv=None):
     args, overrides = parse_args(argv)
-    import mmdet3d.datasets  # noqa: F401  (registers the datasets and transforms)
     from mmdet3d.datasets import collate
-    from mmdet3d.registry import DATASETS
 
     try:
         if args.samples < 1:
@@ -111,17 +110,12 @@ def main(argv=None):
         if (cfg.get("model") or {}).get("type") != "SimDistill":
             raise ValueError(f"{args.config}: model.type is {(cfg.get('model') or {}).get('type')!r}; this tool "
                              "analyses SimDistill models")
-        dataset_cfg = (cfg.get("data") or {}).get(args.split)
-        if not dataset_cfg:
-            raise ValueError(f"config has no 'data.{args.split}' dataset")
-        dataset = DATASETS.build(dataset_cfg)
-        if len(dataset) == 0:
-            raise ValueError(f"data.{args.split} is empty")
+        dataset = build_split(cfg, args.split)
+        indices = spread_indices(len(dataset), args.samples)
         model = build_model(cfg, args.checkpoint)
     except (ValueError, FileNotFoundError) as e:
         return fail(e)
 
-    indices = sorted(set(np.linspace(0, len(dataset) - 1, min(args.samples, len(dataset))).round().astype(int)))
     reports, alignments, detection = [], [], []
     head = model.heads_student["object"]
     for index in tqdm(indices, desc=f"analysing {args.split} samples", unit="sample"):

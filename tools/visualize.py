@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from mmdet3d.analysis.samples import split_config, spread_indices
 from mmdet3d.utils.checkpoint import load_checkpoint
 from mmdet3d.datasets.collate import to_device
 from mmdet3d.utils.config import load_config
@@ -54,17 +54,6 @@ def find_transform(cfg, name):
     return None
 
 
-def sample_indices(length, count):
-    """``count`` indices spread evenly over ``range(length)`` (all of them if ``count >= length``)."""
-    if count < 1:
-        raise ValueError(f"--samples must be >= 1, got {count}")
-    if length == 0:
-        raise ValueError("the dataset is empty")
-    if count >= length:
-        return list(range(length))
-    return sorted(set(np.linspace(0, length - 1, count).round().astype(int).tolist()))
-
-
 def build_model(cfg, checkpoint, device):
     import mmdet3d.models  # noqa: F401  (registers the models)
     from mmdet3d.registry import MODELS
@@ -98,9 +87,7 @@ def main(argv=None):
 
     try:
         cfg = load_config(args.config, overrides)
-        dataset_cfg = (cfg.get("data") or {}).get(args.split)
-        if not dataset_cfg:
-            raise ValueError(f"config has no 'data.{args.split}' dataset")
+        dataset_cfg = split_config(cfg, args.split)
         normalize = find_transform(dataset_cfg.to_dict() if hasattr(dataset_cfg, "to_dict") else dataset_cfg,
                                    "ImageNormalize")
         if normalize is None:
@@ -109,7 +96,7 @@ def main(argv=None):
         if point_cloud_range is None or len(point_cloud_range) != 6:
             raise ValueError(f"point_cloud_range must hold 6 values, got {point_cloud_range!r}")
         dataset = DATASETS.build(dataset_cfg)
-        indices = sample_indices(len(dataset), args.samples)
+        indices = spread_indices(len(dataset), args.samples)
         device = resolve_device(args.device)
         model = None if args.checkpoint.lower() == "none" else build_model(cfg, args.checkpoint, device)
     except (ValueError, FileNotFoundError) as e:

@@ -277,14 +277,6 @@ def test_render_sample_on_a_fabricated_batch_with_predictions(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
-def test_sample_indices_spread_over_the_split():
-    visualize = load_tool("visualize")
-    assert visualize.sample_indices(10, 3) == [0, 4, 9]  # linspace(0, 9, 3) = 0, 4.5, 9 rounds half to even
-    assert visualize.sample_indices(2, 5) == [0, 1]
-    with pytest.raises(ValueError, match="--samples"):
-        visualize.sample_indices(3, 0)
-
-
 def test_cli_draws_one_png_per_sample_with_ground_truth_only(tmp_path, capsys):
     root = write_real_frame_infos(tmp_path / "data", copies=2)
     out = tmp_path / "vis"
