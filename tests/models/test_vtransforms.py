@@ -286,6 +286,32 @@ def test_depth_lss_key_names():
     assert DepthLSSTransform(**SMALL).depthnet[6].out_channels == 29 + 8
 
 
+@pytest.mark.parametrize("convs", [0, 2, 4])
+def test_lss_depthnet_sees_convs_pixels_around(convs):
+    """Each conv3x3 widens what one depth distribution sees by one feature pixel on every side."""
+    torch.manual_seed(0)
+    vt = LSSTransform(**SMALL, depthnet_convs=convs).eval()
+    feats = torch.randn(1, 16, 8, 22)
+    reach = []
+    for offset in range(6):
+        bumped = feats.clone()
+        bumped[0, :, 4, 10 + offset] += 5.0
+        with torch.no_grad():
+            changed = (vt.depthnet(bumped)[0, :vt.D, 4, 10] - vt.depthnet(feats)[0, :vt.D, 4, 10]).abs().max()
+        reach.append(bool(changed > 1e-6))
+    assert reach == [offset <= convs for offset in range(6)]
+
+
+def test_lss_depthnet_layouts():
+    assert set(LSSTransform(**SMALL).state_dict()) >= {"depthnet.weight", "depthnet.bias"}
+    lss_keys = {k for k in LSSTransform(**SMALL, depthnet_convs=2).state_dict() if k.startswith("depthnet.")}
+    depth_lss = DepthLSSTransform(**SMALL).state_dict()
+    assert lss_keys == {k for k in depth_lss if k.startswith("depthnet.")}
+    assert DepthLSSTransform(**SMALL, depthnet_convs=3).depthnet[9].out_channels == 29 + 8
+    with pytest.raises(ValueError, match="depthnet_convs"):
+        LSSTransform(**SMALL, depthnet_convs=-1)
+
+
 def test_depth_lss_paper_config_shapes():
     points, intrinsics, lidar2cam = load_sample()
     vt = DepthLSSTransform(**PAPER).eval()

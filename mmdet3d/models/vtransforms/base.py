@@ -12,7 +12,7 @@ from torch import nn
 from mmdet3d.ops import bev_cells, bev_pool_depth
 from mmdet3d.ops.bev_pool import CELL_RULES
 
-__all__ = ["BaseTransform", "make_downsample"]
+__all__ = ["BaseTransform", "make_depthnet", "make_downsample"]
 
 
 def _num_cells(bound, name):
@@ -21,6 +21,21 @@ def _num_cells(bound, name):
     if step <= 0 or abs(count - round(count)) > 1e-6 or round(count) < 1:
         raise ValueError(f"{name} {list(bound)}: (max - min) / step must be a positive integer")
     return int(round(count))
+
+
+def make_depthnet(in_channels, hidden_channels, out_channels, convs):
+    """``convs`` conv3x3 + BN + ReLU layers (the first from ``in_channels``, then ``hidden_channels`` wide) and a 1x1
+    conv to ``out_channels``; with ``convs=0`` a single 1x1 conv (BEVFusion's ``LSSTransform``), with 2 the layout
+    of ``DepthLSSTransform``'s depth net (layer indices 0, 1, 3, 4, 6)."""
+    if convs < 0:
+        raise ValueError(f"depthnet_convs must be >= 0, got {convs}")
+    if convs == 0:
+        return nn.Conv2d(in_channels, out_channels, 1)
+    layers = []
+    for i in range(convs):
+        layers += [nn.Conv2d(in_channels if i == 0 else hidden_channels, hidden_channels, 3, padding=1),
+                   nn.BatchNorm2d(hidden_channels), nn.ReLU(True)]
+    return nn.Sequential(*layers, nn.Conv2d(hidden_channels, out_channels, 1))
 
 
 def make_downsample(channels, factor):

@@ -4,7 +4,7 @@ from torch import nn
 
 from mmdet3d.registry import MODELS
 
-from .base import BaseTransform, make_downsample
+from .base import BaseTransform, make_depthnet, make_downsample
 from .lss import _check_features
 
 __all__ = ["DepthLSSTransform", "lidar_depth_image"]
@@ -52,12 +52,13 @@ class DepthLSSTransform(BaseTransform):
 
     Module names and layer indices equal BEVFusion's (``dtransform.*``, ``depthnet.*``, ``downsample.*``).
     BEVFusion's image-plane deformable attention (SimDistill's hard-wired ``uv_deformAttn``) is not included.
+    ``depthnet_convs`` (default 2, BEVFusion's) sets the number of conv3x3 layers of ``depthnet``; see ``make_depthnet``.
     """
 
     reads_points = True  # the data pipeline must load LiDAR points for it
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc"):
+                 downsample=1, cell_rule="trunc", depthnet_convs=2):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
                          cell_rule)
         encoded = tuple(_conv_out(_conv_out(s, 5, 4, 2), 5, 2, 2) for s in self.image_size)
@@ -75,15 +76,7 @@ class DepthLSSTransform(BaseTransform):
             nn.BatchNorm2d(64),
             nn.ReLU(True),
         )
-        self.depthnet = nn.Sequential(
-            nn.Conv2d(in_channels + 64, in_channels, 3, padding=1),
-            nn.BatchNorm2d(in_channels),
-            nn.ReLU(True),
-            nn.Conv2d(in_channels, in_channels, 3, padding=1),
-            nn.BatchNorm2d(in_channels),
-            nn.ReLU(True),
-            nn.Conv2d(in_channels, self.D + self.C, 1),
-        )
+        self.depthnet = make_depthnet(in_channels + 64, in_channels, self.D + self.C, depthnet_convs)
         self.downsample = make_downsample(out_channels, downsample)
 
     def depth_image(self, points, lidar2image, img_aug_matrix, lidar_aug_matrix):

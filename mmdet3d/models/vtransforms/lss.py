@@ -1,25 +1,29 @@
 """Lift-Splat-Shoot view transform from image features alone (BEVFusion's camera-only ``LSSTransform``)."""
 import torch
-from torch import nn
 
 from mmdet3d.registry import MODELS
 
-from .base import BaseTransform, make_downsample
+from .base import BaseTransform, make_depthnet, make_downsample
 
 __all__ = ["LSSTransform"]
 
 
 @MODELS.register_module()
 class LSSTransform(BaseTransform):
-    """A 1x1 ``depthnet`` predicts D depth logits and C context channels per feature pixel; their outer product is
+    """A ``depthnet`` predicts D depth logits and C context channels per feature pixel; their outer product is
     pooled into BEV and downsampled by ``downsample``.
+
+    ``depthnet_convs=0`` makes it BEVFusion's single 1x1 conv; ``depthnet_convs=2`` gives it the layout of
+    ``DepthLSSTransform``'s depth net (two conv3x3 + BN + ReLU, then 1x1), i.e. SimDistill's student depth net with
+    its LiDAR input removed. On small features the 1x1 conv cannot see far enough to tell depth (README, learnability
+    study), hence the option.
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc"):
+                 downsample=1, cell_rule="trunc", depthnet_convs=0):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
                          cell_rule)
-        self.depthnet = nn.Conv2d(in_channels, self.D + self.C, 1)
+        self.depthnet = make_depthnet(in_channels, in_channels, self.D + self.C, depthnet_convs)
         self.downsample = make_downsample(out_channels, downsample)
 
     def get_cam_feats(self, img):
