@@ -1,12 +1,19 @@
-"""Inference latency of a model, with its protocol and a per-module breakdown.
+"""Inference latency or training-step time of a model, with its protocol and a per-module breakdown.
 
     python tools/benchmark.py CONFIG [CKPT] [--batch-size 1] [--iters 20] [--warmup 5] [--precision fp32|fp16|bf16]
-                              [--device cpu|cuda] [--json OUT] [--a.b value ...]
+                              [--device cpu|cuda] [--train-step] [--json OUT] [--a.b value ...]
 
 Timed: ``model(mode="predict", **batch)`` from a collated batch already on the device to the decoded boxes after
 NMS (left on the device); data loading and host copies are excluded. The batch is the first samples of
 ``data.val`` when its info file exists, else a fabricated batch of the same shapes (said in the protocol). Without
 CKPT the weights are random, which changes how many boxes reach NMS. For SimDistill only the student runs.
+
+With ``--train-step``: one training step on the first samples of ``data.train`` (its pipeline, augmentation drawn
+with a fixed seed; default batch ``data.samples_per_gpu``), the model built with ``torch.manual_seed(0)`` in
+training mode and the config's optimizer: the forward with its losses, the backward, and the optimizer step
+(clipping included), each timed, with the forward time per module (teacher and student apart for SimDistill). Also
+reported: the time one process takes to load and collate a batch (what each of ``data.workers_per_gpu`` loader
+workers does), and the losses of the first forward, so that a speed change can be checked not to change them.
 """
 import argparse
 import json
@@ -21,6 +28,8 @@ from mmdet3d.utils.config import load_config
 
 TIMED = ('model(mode="predict") from a collated batch already on the device to decoded boxes after NMS '
          "(left on the device); data loading and host copies excluded")
+TIMED_TRAIN = ('one training step on a collated batch already on the device: model(mode="loss") and the summed '
+               "loss, backward, optimizer step with gradient clipping and zero_grad; data loading timed apart")
 
 
 def parse_args(argv=None):
@@ -29,12 +38,15 @@ def parse_args(argv=None):
                                      allow_abbrev=False)
     parser.add_argument("config", help="YAML config under configs/")
     parser.add_argument("checkpoint", nargs="?", help="model checkpoint (default: random weights)")
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1)
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
+                        help="default 1; with --train-step data.samples_per_gpu")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first (default 5)")
     parser.add_argument("--precision", choices=sorted(bench.PRECISIONS), default="fp32",
                         help="fp32, or fp16/bf16 under torch.autocast")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    parser.add_argument("--train-step", "--train_step", dest="train_step", action="store_true",
+                        help="time training steps on data.train instead of inference")
     parser.add_argument("--json", help="write every number to this JSON file")
     return parser.parse_known_args(argv)
 
@@ -108,7 +120,7 @@ def protocol_of(args, cfg_model_type, batch, data, device, params_used, params_t
         "weights": args.checkpoint or "random initialisation (no checkpoint)",
         "timed": TIMED,
         "data": data,
-        "batch_size": args.batch_size,
+        "batch_size": len(batch["img"]) if "img" in batch else args.batch_size,
         "input_shapes": shapes,
         "precision": args.precision if args.precision == "fp32" else f"{args.precision} (torch.autocast)",
         "warmup_iters": args.warmup,
@@ -149,17 +161,61 @@ def fail(error):
     return 2
 
 
-def main(argv=None):
-    args, overrides = parse_args(argv)
-    try:
-        if args.iters < 1 or args.warmup < 0:
-            raise ValueError(f"need --iters >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
-        cfg = load_config(args.config, overrides)
-        device = resolve_device(args.device)
-        model = build_model(cfg, args.checkpoint, device)
-        batch, data = load_batch(cfg, args.batch_size)
-    except (ValueError, FileNotFoundError) as e:
-        return fail(e)
+def load_train_batch(cfg, batch_size, seed=0):
+    """``(dataset, batch, description)``: the first ``batch_size`` samples of ``data.train`` through its pipeline,
+    the augmentation drawn with ``seed``; without points when the model does not read them in training."""
+    import random
+
+    import numpy as np
+
+    import mmdet3d.datasets  # noqa: F401  (registers the datasets and transforms)
+    from mmdet3d.apis.runner import model_reads_points
+    from mmdet3d.datasets import collate
+    from mmdet3d.datasets.pipelines.modality import without_points
+    from mmdet3d.registry import DATASETS
+
+    train = (cfg.get("data") or {}).get("train")
+    if not train:
+        raise ValueError("config has no data.train (--train-step times training on it)")
+    train = {k: v for k, v in dict(train).items() if k not in ("samples_per_gpu", "workers_per_gpu")}
+    if not model_reads_points(cfg["model"], training=True):
+        train = without_points(train)
+    dataset = DATASETS.build(train)
+    if len(dataset) == 0:
+        raise ValueError("data.train is empty")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    batch = collate([dataset[i % len(dataset)] for i in range(batch_size)])
+    return dataset, batch, f"real: samples 0..{batch_size - 1} of data.train ({train.get('ann_file', 'dataset')})"
+
+
+def format_train_results(phases, rows, total_ms, loading_ms, workers):
+    lines = ["", "training step (ms, hooked steps): " + "  ".join(
+        f"{name} {bench.summarize(ms)['mean']:.1f}" for name, ms in phases.items()) + f"  total {total_ms:.1f}"]
+    if rows:
+        stage_w = max(len("other forward (between stages)"), *(len(r["stage"]) for r in rows))
+        module_w = max(len("module"), *(len(r["module"]) for r in rows))
+        lines += ["", "per-module forward time (share of the whole step):",
+                  f"  {'stage':<{stage_w}}  {'module':<{module_w}}  {'mean ms':>9}  {'share':>6}"]
+        for r in rows:
+            lines.append(f"  {r['stage']:<{stage_w}}  {r['module']:<{module_w}}  {r['mean_ms']:9.1f}  "
+                         f"{100 * r['share']:5.1f}%")
+        forward = bench.summarize(phases[bench.TRAIN_PHASES[0]])["mean"]
+        other = forward - sum(r["mean_ms"] for r in rows)
+        lines.append(f"  {'other forward (between stages)':<{stage_w}}  {'':<{module_w}}  {other:9.1f}  "
+                     f"{100 * other / total_ms:5.1f}%")
+        for name in bench.TRAIN_PHASES[1:]:
+            ms = bench.summarize(phases[name])["mean"]
+            lines.append(f"  {name:<{stage_w}}  {'':<{module_w}}  {ms:9.1f}  {100 * ms / total_ms:5.1f}%")
+    lines.append(f"\ndata loading: {bench.summarize(loading_ms)['mean']:.1f} ms per batch in one process "
+                 f"(data.workers_per_gpu = {workers})")
+    return "\n".join(lines)
+
+
+def run_inference(args, cfg, device):
+    model = build_model(cfg, args.checkpoint, device)
+    batch, data = load_batch(cfg, args.batch_size or 1)
     batch = to_device(batch, device)
     try:
         params_used = bench.parameters_used(model, batch, args.precision, device)
@@ -167,8 +223,8 @@ def main(argv=None):
         if args.precision == "fp32":
             raise
         reason = (str(e).strip().splitlines() or [""])[0]
-        return fail(f"{type(model).__name__} does not run under {args.precision} autocast on {device.type} "
-                    f"({type(e).__name__}: {reason})")
+        raise ValueError(f"{type(model).__name__} does not run under {args.precision} autocast on {device.type} "
+                         f"({type(e).__name__}: {reason})")
     protocol = protocol_of(args, type(model).__name__, batch, data, device, params_used,
                            sum(p.numel() for p in model.parameters()))
     print(format_protocol(protocol), flush=True)
@@ -178,12 +234,59 @@ def main(argv=None):
     latency = bench.summarize(times)
     hooked_summary = bench.summarize(hooked)
     print(format_results(latency, rows, hooked_summary["mean"]), flush=True)
+    return {"protocol": protocol, "latency_ms": dict(latency, iterations=times),
+            "breakdown": {"total_ms": hooked_summary["mean"], "total_ms_stats": hooked_summary,
+                          "other_ms": hooked_summary["mean"] - sum(r["mean_ms"] for r in rows),
+                          "modules": rows}}
 
+
+def run_train_step(args, cfg, device):
+    from mmengine.optim import build_optim_wrapper
+
+    from mmdet3d.apis.optim import build_optim_wrapper_cfg
+    from mmdet3d.datasets import collate
+
+    if args.precision != "fp32":
+        raise ValueError("--train-step times fp32 training; mixed precision is the config's fp16 section (GPU)")
+    batch_size = args.batch_size or int((cfg.get("data") or {}).get("samples_per_gpu", 1))
+    dataset, batch, data = load_train_batch(cfg, batch_size)
+    torch.manual_seed(0)
+    model = build_model(cfg, args.checkpoint, device)
+    optim_wrapper = build_optim_wrapper(model, build_optim_wrapper_cfg(cfg, device.type))
+    batch = to_device(batch, device)
+    losses = bench.first_step_losses(model, batch)
+    protocol = protocol_of(args, type(model).__name__, batch, data, device, None,
+                           sum(p.numel() for p in model.parameters()))
+    protocol.update(timed=TIMED_TRAIN, batch_size=batch_size, precision="fp32",
+                    parameters_trained=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    optimizer=cfg["optimizer"].get("type"))
+    protocol.pop("parameters_used_at_inference")
+    print(format_protocol(protocol), flush=True)
+    phases, rows, totals = bench.time_training_steps(model, batch, optim_wrapper, args.iters, args.warmup, device)
+    loading = bench.time_data_loading(dataset, batch_size, min(args.iters, 5), collate)
+    workers = int((cfg.get("data") or {}).get("workers_per_gpu", 0))
+    step = bench.summarize(totals)
+    print(format_train_results(phases, rows, step["mean"], loading, workers), flush=True)
+    print("first-step losses: " + "  ".join(f"{k} {v:.6f}" for k, v in losses.items()), flush=True)
+    return {"protocol": protocol, "step_ms": dict(step, iterations=totals),
+            "phases_ms": {name: bench.summarize(ms) for name, ms in phases.items()},
+            "breakdown": {"modules": rows}, "data_loading_ms": dict(bench.summarize(loading), workers=workers),
+            "first_step_losses": losses}
+
+
+def main(argv=None):
+    args, overrides = parse_args(argv)
+    try:
+        if args.iters < 1 or args.warmup < 0:
+            raise ValueError(f"need --iters >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
+        if args.batch_size is not None and args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        cfg = load_config(args.config, overrides)
+        device = resolve_device(args.device)
+        result = (run_train_step if args.train_step else run_inference)(args, cfg, device)
+    except (ValueError, FileNotFoundError) as e:
+        return fail(e)
     if args.json:
-        result = {"protocol": protocol, "latency_ms": dict(latency, iterations=times),
-                  "breakdown": {"total_ms": hooked_summary["mean"], "total_ms_stats": hooked_summary,
-                                "other_ms": hooked_summary["mean"] - sum(r["mean_ms"] for r in rows),
-                                "modules": rows}}
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -1,9 +1,13 @@
-"""Inference latency: what is timed, a per-module breakdown from forward hooks, and a fabricated input batch.
+"""Inference latency and training-step time: what is timed, a per-module breakdown from forward hooks, and a
+fabricated input batch.
 
 The timed region is one ``model(mode="predict", **batch)`` call on a collated batch already on the device, up to the
 decoded, NMS-filtered boxes (still on the device). On CUDA the device is synchronised before the clock starts and
 before it stops. The breakdown runs separate iterations with hooks that also synchronise around every timed module,
 so its total is slightly above the plain latency; the plain latency is the headline number.
+
+A training step is timed in three phases (``TRAIN_PHASES``): the loss forward, its backward, and the optimizer step
+with ``zero_grad``; its per-module rows are forward time only (the backward of every module is in "backward").
 """
 import contextlib
 import dataclasses
@@ -198,6 +202,111 @@ def time_breakdown(model, batch, iters, precision, device, stages=None):
         rows.append({"stage": stage.label, "module": stage.path, "mean_ms": float(np.mean(times)),
                      "median_ms": float(np.median(times)), "share": float(np.mean(times)) / total_mean})
     return rows, totals
+
+
+# ------------------------------------------------------------------------------------------------ training step
+TRAIN_PHASES = ("forward + losses", "backward", "optimizer step")
+TEACHER_ROOTS = {"encoders", "fuser", "decoder", "heads"}
+STUDENT_ROOTS = {"deformAttn", "trans_student"}
+LOSS_METHOD = "loss"
+
+
+def _role(path):
+    root = path.split(".")[0]
+    if root.endswith("_student") or root in STUDENT_ROOTS:
+        return "student"
+    return "teacher" if root in TEACHER_ROOTS else None
+
+
+def training_stages(model):
+    """The stages a training step runs forward: those of ``inference_stages`` without the decoding, plus each head's
+    ``loss``. In a model with a student (``encoders_student``) every stage is named ``teacher: ...`` or
+    ``student: ...``."""
+    distils = hasattr(model, "encoders_student")
+    stages = []
+    for stage in inference_stages(model):
+        if stage.method == DECODE_METHOD:
+            continue
+        extra = []
+        if stage.label == "head forward" and callable(getattr(stage.module, LOSS_METHOD, None)):
+            extra = [Stage("head losses", f"{stage.path}.{LOSS_METHOD}", stage.module, LOSS_METHOD)]
+        for s in [stage] + extra:
+            role = _role(s.path) if distils else None
+            stages.append(dataclasses.replace(s, label=f"{role}: {s.label}") if role else s)
+    return stages
+
+
+def total_loss(losses):
+    """The sum of a model's loss dict (every value a tensor or a list of tensors), as mmengine's ``parse_losses``."""
+    total = 0.0
+    for name, value in losses.items():
+        total = total + (sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean())
+    return total
+
+
+def first_step_losses(model, batch):
+    """Each loss of one training-mode forward on ``batch`` (no update), as floats: a fixed batch and a seeded
+    model give the same values with and without a speed change."""
+    model.train()
+    losses = model(mode="loss", **batch)
+    return {name: float(total_loss({name: value}).detach()) for name, value in losses.items()}
+
+
+def time_training_steps(model, batch, optim_wrapper, iters, warmup, device, stages=None):
+    """Times ``warmup + iters`` training steps on ``batch``: ``model(mode="loss")`` and the summed loss, its
+    backward, and the optimizer step (gradient clipping included) with ``zero_grad``. Forward hooks (synchronised
+    on CUDA) time ``stages`` (default ``training_stages``) in the timed steps.
+
+    Returns ``(phases, rows, totals)``: ``{phase: [ms per step]}`` for ``TRAIN_PHASES``, per-stage rows as
+    ``time_breakdown``'s (``share`` of the mean step), and the step totals in ms.
+    """
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    sync = _synchronizer(device)
+    model.train()
+
+    def step():
+        sync()
+        marks = [time.perf_counter()]
+        loss = total_loss(model(mode="loss", **batch))
+        sync()
+        marks.append(time.perf_counter())
+        optim_wrapper.backward(loss)
+        sync()
+        marks.append(time.perf_counter())
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+        sync()
+        marks.append(time.perf_counter())
+        return [(b - a) * 1e3 for a, b in zip(marks, marks[1:])]
+
+    for _ in range(warmup):
+        step()
+    phases = {name: [] for name in TRAIN_PHASES}
+    with StageTimer(stages if stages is not None else training_stages(model), device) as timer:
+        for _ in range(iters):
+            timer.start_iteration()
+            for name, ms in zip(TRAIN_PHASES, step()):
+                phases[name].append(ms)
+    totals = [sum(ms) for ms in zip(*phases.values())]
+    total_mean = float(np.mean(totals))
+    rows = []
+    for stage in timer.ran():
+        times = timer.per_iteration[stage.path]
+        rows.append({"stage": stage.label, "module": stage.path, "mean_ms": float(np.mean(times)),
+                     "median_ms": float(np.median(times)), "share": float(np.mean(times)) / total_mean})
+    return phases, rows, totals
+
+
+def time_data_loading(dataset, batch_size, batches, collate):
+    """Milliseconds to read, transform and collate each of ``batches`` batches of ``dataset`` in this process
+    (what one loader worker does per batch), samples taken in order from the start."""
+    times = []
+    for b in range(batches):
+        start = time.perf_counter()
+        collate([dataset[(b * batch_size + i) % len(dataset)] for i in range(batch_size)])
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def parameters_used(model, batch, precision, device):

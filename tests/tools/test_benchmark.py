@@ -189,3 +189,102 @@ def test_cli_rejects_bad_arguments_in_one_line(capsys):
     assert load_tool("benchmark").main([config, "--iters", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--iters" in err
+
+
+# ------------------------------------------------------------------------------------------------ training step
+class SleepLossHead(Sleep):
+    def loss(self, x):
+        time.sleep(SLEEP_S["decode"])
+        return {"loss/object": (x * self.scale).sum()}
+
+
+class ToyTrainable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoders = nn.ModuleDict({"camera": nn.ModuleDict({"backbone": Sleep(SLEEP_S["backbone"])})})
+        self.decoder = nn.ModuleDict({"backbone": Sleep(SLEEP_S["decoder"])})
+        self.heads = nn.ModuleDict({"object": SleepLossHead(SLEEP_S["head"])})
+
+    def forward(self, mode, img, **_):
+        assert mode == "loss"
+        head = self.heads["object"]
+        x = head(self.decoder["backbone"](self.encoders["camera"]["backbone"](img)))
+        return {**head.loss(x), "loss/list": [x.sum(), 2 * x.sum()]}
+
+
+def toy_optim_wrapper(model):
+    from mmengine.optim import OptimWrapper
+
+    return OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_training_step_phases_and_forward_stages():
+    model = ToyTrainable()
+    phases, rows, totals = bench.time_training_steps(model, {"img": torch.ones(2)}, toy_optim_wrapper(model),
+                                                     iters=2, warmup=1, device="cpu")
+    assert list(phases) == list(bench.TRAIN_PHASES) and all(len(ms) == 2 for ms in phases.values())
+    assert totals == pytest.approx([sum(ms) for ms in zip(*phases.values())])
+    by_stage = {r["stage"]: r["mean_ms"] for r in rows}
+    assert list(by_stage) == ["camera backbone", "decoder backbone", "head forward", "head losses"]
+    assert by_stage["camera backbone"] >= 1e3 * SLEEP_S["backbone"]
+    assert by_stage["head losses"] >= 1e3 * SLEEP_S["decode"]
+    forward = np.mean(phases["forward + losses"])
+    assert sum(by_stage.values()) <= forward and forward >= 1e3 * sum(SLEEP_S[k] for k in
+                                                                       ("backbone", "decoder", "head", "decode"))
+    # Three steps (one warm-up) of SGD: each parameter moved by lr x its gradient every step.
+    assert model.heads["object"].scale.item() != 1.0
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert "loss" not in vars(model.heads["object"])
+
+
+def test_total_loss_sums_tensors_and_lists_as_mmengine():
+    from mmengine.model import BaseModel
+
+    losses = {"loss/a": torch.tensor([1.0, 3.0]), "loss/b": [torch.tensor(2.0), torch.tensor([4.0, 6.0])]}
+    parsed, _ = BaseModel.parse_losses(None, losses)
+    assert float(bench.total_loss(losses)) == pytest.approx(float(parsed)) == pytest.approx(2.0 + 2.0 + 5.0)
+
+
+def test_simdistill_training_stages_name_teacher_and_student():
+    import mmdet3d.models  # noqa: F401
+    from mmdet3d.registry import MODELS
+
+    model = MODELS.build(tiny_config("simdistill.yaml").model)
+    labels = {s.path: s.label for s in bench.training_stages(model)}
+    assert labels["encoders.lidar.backbone"] == "teacher: LiDAR sparse encoder"
+    assert labels["encoders_student.camera.backbone"] == "student: camera backbone"
+    assert labels["deformAttn"] == "student: GCM (deformable attention)"
+    assert labels["heads_student.object.loss"] == "student: head losses"
+    assert not any(path.endswith(".get_bboxes") for path in labels)
+
+
+def test_cli_train_step_on_the_real_frame(tmp_path, capsys):
+    root = write_real_frame_infos(tmp_path / "data")
+    config = os.path.join(REPO, "configs", "synthetic", "det", "simdistill.yaml")
+    args = [config, "--train-step", "--iters", "1", "--warmup", "0", "--batch-size", "1"] + real_data_args(root) + [
+        "--data.train.ann_file", os.path.join(root, "nuscenes_infos_val.pkl")]
+    results = []
+    for run in range(2):
+        out = tmp_path / f"train{run}.json"
+        printed = run_benchmark(args + ["--json", str(out)], capsys)
+        results.append(json.loads(out.read_text()))
+    result = results[0]
+    assert result["protocol"]["model"] == "SimDistill" and result["protocol"]["data"].startswith("real")
+    assert 0 < result["protocol"]["parameters_trained"] < result["protocol"]["parameters_total"]
+    assert len(result["step_ms"]["iterations"]) == 1 and set(result["phases_ms"]) == set(bench.TRAIN_PHASES)
+    stages = {m["stage"] for m in result["breakdown"]["modules"]}
+    assert {"teacher: LiDAR sparse encoder", "student: camera backbone", "student: head losses"} <= stages
+    assert result["data_loading_ms"]["mean"] > 0
+    losses = result["first_step_losses"]
+    assert {"loss/distill/img_feature", "loss/object/heatmap/task0"} <= set(losses)
+    assert all(np.isfinite(v) for v in losses.values())
+    # The fixed batch and the seeded model give the same losses every run: the check a speed change must pass.
+    assert losses == results[1]["first_step_losses"]
+    assert "per-module forward time" in printed and "first-step losses" in printed
+
+
+def test_cli_train_step_rejects_mixed_precision_in_one_line(capsys):
+    config = os.path.join(REPO, "configs", "synthetic", "det", "camera_lss.yaml")
+    assert load_tool("benchmark").main([config, "--train-step", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "fp32" in err
