@@ -67,8 +67,9 @@ def run_onnxruntime(exported, images):
     return session.run(exported.detector.output_names, {"images": images.numpy()})
 
 
-def test_fixed_rig_lss_equals_the_view_transform_with_its_matrices():
-    model = build("camera_lss.yaml")
+@pytest.mark.parametrize("prior", [None, "above_ground"])
+def test_fixed_rig_lss_equals_the_view_transform_with_its_matrices(prior):
+    model = build("camera_lss.yaml", "--camera_vtransform.depth_prior", str(prior).lower() if prior else "null")
     vtransform = model.encoders["camera"]["vtransform"]
     batch = make_batch(1, with_points=False)
     feats = torch.randn(1, 6, vtransform.in_channels, *vtransform.feature_size)
@@ -76,8 +77,9 @@ def test_fixed_rig_lss_equals_the_view_transform_with_its_matrices():
                                    "camera2lidar", "img_aug_matrix", "lidar_aug_matrix")]
     with torch.no_grad():
         expected, _ = vtransform(feats, None, *matrices, metas=None)
-        fixed, _ = FixedRigLSS(vtransform, rig_of(batch))(feats)
-    assert expected.abs().max() > 0
+        fixed, depth = FixedRigLSS(vtransform, rig_of(batch))(feats)
+    assert expected.abs().max() > 0 and vtransform.depth_prior == prior
+    assert (depth < 1e-12).any() == (prior is not None)
     torch.testing.assert_close(fixed, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -312,6 +312,40 @@ def test_lss_depthnet_layouts():
         LSSTransform(**SMALL, depthnet_convs=-1)
 
 
+def test_above_ground_prior_rules_out_the_bins_below_the_ground_by_hand():
+    """Level cameras 1.5 m above the ground (f = 100, cy = 31.5): the ray of image row v > cy reaches 0.5 m below
+    the ground at depth 2.0 * f / (v - cy); every bin beyond it, and none above the horizon, is ruled out."""
+    vt = LSSTransform(**SMALL, depth_prior="above_ground", ground_margin=0.5)
+    inputs = small_inputs(batch=1)
+    logits = torch.randn(2, vt.D, 8, 22)
+    out = vt.apply_depth_prior(logits, inputs["camera2ego"], inputs["camera_intrinsics"], inputs["img_aug_matrix"])
+    rows, depths = vt.frustum[0, :, 0, 1], vt.frustum[:, 0, 0, 2]
+    below = (rows[None] > 31.5) & (depths[:, None] > 2.0 * 100.0 / (rows[None] - 31.5))
+    assert below.any() and not below.all()
+    torch.testing.assert_close(out - logits, (-30.0 * below.float())[None, :, :, None].expand_as(logits))
+    assert torch.equal(LSSTransform(**SMALL).apply_depth_prior(logits, *(
+        inputs[k] for k in ("camera2ego", "camera_intrinsics", "img_aug_matrix"))), logits)
+    with pytest.raises(ValueError, match="depth_prior"):
+        LSSTransform(**SMALL, depth_prior="ground")
+
+
+@pytest.mark.parametrize("kind", ["LSSTransform", "DepthLSSTransform"])
+def test_above_ground_prior_in_forward(kind):
+    torch.manual_seed(0)
+    vt = MODELS.build(dict(type=kind, **SMALL, depth_prior="above_ground")).eval()
+    inputs = small_inputs()
+    with torch.no_grad():
+        _, depth = vt(**inputs)
+        # Cameras 5 m under the ground: every bin is ruled out, the distributions stay finite.
+        sunk = inputs["camera2ego"].clone()
+        sunk[..., 2, 3] = -5.0
+        _, sunk_depth = vt(**{**inputs, "camera2ego": sunk})
+    assert depth[:, :, -1].sum(1).min() > 0.99 and (depth[:, -1, -1] < 1e-12).all()
+    assert (depth[:, :, 0] > 1e-12).all()  # the top row looks above the horizon
+    assert torch.isfinite(sunk_depth).all()
+    torch.testing.assert_close(sunk_depth.sum(1), torch.ones(4, 8, 22))
+
+
 def test_depth_lss_paper_config_shapes():
     points, intrinsics, lidar2cam = load_sample()
     vt = DepthLSSTransform(**PAPER).eval()

@@ -14,6 +14,9 @@ from mmdet3d.ops.bev_pool import CELL_RULES
 
 __all__ = ["BaseTransform", "make_depthnet", "make_downsample"]
 
+DEPTH_PRIORS = (None, "above_ground")
+BELOW_GROUND_LOGIT = -30.0  # exp(-30) ~ 1e-13: no mass, but no NaN where every bin is ruled out
+
 
 def _num_cells(bound, name):
     lo, hi, step = bound
@@ -56,13 +59,21 @@ class BaseTransform(nn.Module):
     in metres, ``dbound`` = (min, max, step) of the depth bins. The pooled map is [B, out_channels * Z, X, Y].
     ``cell_rule`` assigns frustum points to cells: ``"trunc"`` (BEVFusion's, the default: a point up to one cell
     below a grid bound is kept in the first cell) or ``"floor"`` (only points inside the grid); see ``bev_cells``.
+
+    ``depth_prior="above_ground"`` rules out the depth bins whose frustum point lies more than ``ground_margin``
+    metres below the ego frame's ground plane (z = 0): a camera-only geometric prior (flat ground, calibration
+    only), applied to the depth logits by ``apply_depth_prior``. ``None`` (the default) is BEVFusion's transform.
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 cell_rule="trunc"):
+                 cell_rule="trunc", depth_prior=None, ground_margin=0.5):
         super().__init__()
         if cell_rule not in CELL_RULES:
             raise ValueError(f"{type(self).__name__}: cell_rule must be one of {CELL_RULES}, got {cell_rule!r}")
+        if depth_prior not in DEPTH_PRIORS:
+            raise ValueError(f"{type(self).__name__}: depth_prior must be one of {DEPTH_PRIORS}, got {depth_prior!r}")
+        self.depth_prior = depth_prior
+        self.ground_margin = float(ground_margin)
         self.cell_rule = cell_rule
         self.in_channels = in_channels
         self.C = out_channels
@@ -107,6 +118,15 @@ class BaseTransform(nn.Module):
         cam = torch.cat([pix[..., :2] * depth, depth, ones.expand_as(depth)], dim=-1)
         to_lidar = lidar_aug_matrix[:, None] @ camera2lidar @ torch.inverse(camera_intrinsics)
         return torch.einsum("bnij,bndhwj->bndhwi", to_lidar[..., :3, :], cam)
+
+    def apply_depth_prior(self, logits, camera2ego, camera_intrinsics, img_aug_matrix):
+        """Depth logits [B*N, D, fH, fW] with ``depth_prior`` applied (unchanged without one). Ruled-out bins get
+        ``BELOW_GROUND_LOGIT`` added, a finite offset: a pixel whose every bin is below ground keeps a distribution."""
+        if self.depth_prior is None:
+            return logits
+        eye = torch.eye(4, dtype=camera2ego.dtype, device=camera2ego.device).expand(camera2ego.shape[0], 4, 4)
+        height = self.get_geometry(camera2ego, camera_intrinsics, img_aug_matrix, eye)[..., 2].flatten(0, 1)
+        return logits + BELOW_GROUND_LOGIT * (height < -self.ground_margin).to(logits.dtype)
 
     def voxel_coords(self, geom):
         """Integer (x, y, z) BEV cell of each frustum point, [B*N, D, fH, fW, 3]; cells outside the grid included."""

@@ -58,9 +58,9 @@ class DepthLSSTransform(BaseTransform):
     reads_points = True  # the data pipeline must load LiDAR points for it
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc", depthnet_convs=2):
+                 downsample=1, cell_rule="trunc", depthnet_convs=2, depth_prior=None, ground_margin=0.5):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                         cell_rule)
+                         cell_rule, depth_prior, ground_margin)
         encoded = tuple(_conv_out(_conv_out(s, 5, 4, 2), 5, 2, 2) for s in self.image_size)
         if encoded != self.feature_size:
             raise ValueError(f"DepthLSSTransform: the depth encoder maps image_size {list(self.image_size)} to "
@@ -83,11 +83,13 @@ class DepthLSSTransform(BaseTransform):
         """Sparse depth [B, N, 1, H, W] at ``image_size``; see ``lidar_depth_image``."""
         return lidar_depth_image(points, lidar2image, img_aug_matrix, lidar_aug_matrix, self.image_size)
 
-    def get_cam_feats(self, img, depth_img):
-        """img [B, N, C_in, fH, fW], depth_img [B, N, 1, H, W] -> depth probs [B*N, D, fH, fW], context [B*N, C, ..]."""
+    def get_cam_feats(self, img, depth_img, prior=None):
+        """img [B, N, C_in, fH, fW], depth_img [B, N, 1, H, W] -> depth probs [B*N, D, fH, fW], context [B*N, C, ..];
+        ``prior`` maps the depth logits before the softmax."""
         d = self.dtransform(depth_img.flatten(0, 1))
         x = self.depthnet(torch.cat([d, img.flatten(0, 1)], dim=1))
-        return x[:, :self.D].softmax(dim=1), x[:, self.D:self.D + self.C]
+        logits = x[:, :self.D] if prior is None else prior(x[:, :self.D])
+        return logits.softmax(dim=1), x[:, self.D:self.D + self.C]
 
     def forward(self, img, points, camera2ego, lidar2ego, lidar2camera, lidar2image, camera_intrinsics, camera2lidar,
                 img_aug_matrix, lidar_aug_matrix, metas):
@@ -100,6 +102,7 @@ class DepthLSSTransform(BaseTransform):
             depth_img = self.depth_image(points, lidar2image.float(), img_aug_matrix, lidar_aug_matrix)
             geom = self.get_geometry(camera2lidar.float(), camera_intrinsics.float(), img_aug_matrix,
                                      lidar_aug_matrix)
-            depth, feats = self.get_cam_feats(img.float(), depth_img)
+            depth, feats = self.get_cam_feats(img.float(), depth_img, lambda logits: self.apply_depth_prior(
+                logits, camera2ego.float(), camera_intrinsics.float(), img_aug_matrix))
             bev = self.downsample(self.bev_pool(geom, depth, feats))
         return bev, depth

@@ -20,16 +20,18 @@ class LSSTransform(BaseTransform):
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc", depthnet_convs=0):
+                 downsample=1, cell_rule="trunc", depthnet_convs=0, depth_prior=None, ground_margin=0.5):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                         cell_rule)
+                         cell_rule, depth_prior, ground_margin)
         self.depthnet = make_depthnet(in_channels, in_channels, self.D + self.C, depthnet_convs)
         self.downsample = make_downsample(out_channels, downsample)
 
-    def get_cam_feats(self, img):
-        """img [B, N, C_in, fH, fW] -> depth probabilities [B*N, D, fH, fW], context [B*N, C, fH, fW]."""
+    def get_cam_feats(self, img, prior=None):
+        """img [B, N, C_in, fH, fW] -> depth probabilities [B*N, D, fH, fW], context [B*N, C, fH, fW]; ``prior``
+        maps the depth logits before the softmax."""
         x = self.depthnet(img.flatten(0, 1))
-        return x[:, :self.D].softmax(dim=1), x[:, self.D:self.D + self.C]
+        logits = x[:, :self.D] if prior is None else prior(x[:, :self.D])
+        return logits.softmax(dim=1), x[:, self.D:self.D + self.C]
 
     def forward(self, img, points, camera2ego, lidar2ego, lidar2camera, lidar2image, camera_intrinsics, camera2lidar,
                 img_aug_matrix, lidar_aug_matrix, metas):
@@ -38,7 +40,8 @@ class LSSTransform(BaseTransform):
         with torch.autocast(device_type=img.device.type, enabled=False):
             geom = self.get_geometry(camera2lidar.float(), camera_intrinsics.float(), img_aug_matrix.float(),
                                      lidar_aug_matrix.float())
-            depth, feats = self.get_cam_feats(img.float())
+            depth, feats = self.get_cam_feats(img.float(), lambda logits: self.apply_depth_prior(
+                logits, camera2ego.float(), camera_intrinsics.float(), img_aug_matrix.float()))
             bev = self.downsample(self.bev_pool(geom, depth, feats))
         return bev, depth
 

@@ -44,9 +44,11 @@ class OracleDepthLSSTransform(BaseTransform):
     reads_points = True  # the data pipeline must load LiDAR points for it
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc"):
+                 downsample=1, cell_rule="trunc", depth_prior=None, ground_margin=0.5):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                         cell_rule)
+                         cell_rule, depth_prior, ground_margin)
+        if depth_prior is not None:
+            raise ValueError("OracleDepthLSSTransform: depth_prior must be null (its depth is the LiDAR's)")
         self.dbound = tuple(dbound)
         self.context = nn.Conv2d(in_channels, self.C, 1)
         self.downsample = make_downsample(out_channels, downsample)
