@@ -5,12 +5,15 @@ a pixel's cell (``one_hot_depth``), that distribution can be scored: the probabi
 the error of its expected depth. A uniform distribution is the no-knowledge reference.
 """
 import torch
+import torch.nn.functional as F
 
 from mmdet3d.models.fusion_models.bevfusion import CAMERA_MATRICES
+from mmdet3d.models.vtransforms.base import make_depthnet
 from mmdet3d.models.vtransforms.depth_lss import lidar_depth_image
 from mmdet3d.models.vtransforms.oracle_depth import one_hot_depth
 
-__all__ = ["bin_depths", "camera_encoder", "depth_quality", "predicted_depth"]
+__all__ = ["bin_depths", "camera_encoder", "depth_quality", "fit_depth_probe", "lidar_bins", "predicted_depth",
+           "probe_features"]
 
 
 def camera_encoder(model):
@@ -27,23 +30,59 @@ def bin_depths(model):
 
 
 @torch.no_grad()
-def predicted_depth(model, batch):
-    """``(depth probabilities [B*N, D, fH, fW], LiDAR one-hot bins of the same shape)`` for a collated batch with
-    points; the model is run in eval mode up to its view transform."""
+def probe_features(model, batch):
+    """The image features the camera view transform lifts, ``[B, N, C, fH, fW]`` (eval mode, no gradient)."""
     encoder = camera_encoder(model)
-    vtransform = encoder["vtransform"]
-    if batch.get("points") is None:
-        raise ValueError("the batch has no LiDAR points: the depth is scored against them")
     img = batch["img"]
     feats = encoder["neck"](encoder["backbone"](img.flatten(0, 1)))
     feats = feats if isinstance(feats, torch.Tensor) else feats[0]
-    feats = feats.view(*img.shape[:2], *feats.shape[1:])
-    _, depth = vtransform(feats, batch["points"], *(batch[k] for k in CAMERA_MATRICES), metas=batch.get("metas"))
+    return feats.view(*img.shape[:2], *feats.shape[1:])
+
+
+def lidar_bins(model, batch):
+    """One-hot LiDAR depth bins ``[B*N, D, fH, fW]`` of the camera view transform's feature cells (all-zero where a
+    cell holds no point)."""
+    if batch.get("points") is None:
+        raise ValueError("the batch has no LiDAR points: the depth is scored against them")
+    vtransform = camera_encoder(model)["vtransform"]
     lidar = lidar_depth_image(batch["points"], batch["lidar2image"], batch["img_aug_matrix"],
                               batch["lidar_aug_matrix"], vtransform.image_size)
     bins = bin_depths(model)
     dbound = (float(bins[0]), None, float(bins[1] - bins[0]))
-    return depth, one_hot_depth(lidar.flatten(0, 1), vtransform.feature_size, dbound, vtransform.D)
+    return one_hot_depth(lidar.flatten(0, 1), vtransform.feature_size, dbound, vtransform.D)
+
+
+@torch.no_grad()
+def predicted_depth(model, batch):
+    """``(depth probabilities [B*N, D, fH, fW], LiDAR one-hot bins of the same shape)`` for a collated batch with
+    points; the model is run in eval mode up to its view transform."""
+    target = lidar_bins(model, batch)
+    vtransform = camera_encoder(model)["vtransform"]
+    _, depth = vtransform(probe_features(model, batch), batch["points"], *(batch[k] for k in CAMERA_MATRICES),
+                          metas=batch.get("metas"))
+    return depth, target
+
+
+def fit_depth_probe(feats, target, convs, steps=300, batch=32, lr=1e-3, seed=0):
+    """A depth net of the view transforms' layout (``make_depthnet`` with ``convs`` conv3x3 layers) trained with
+    AdamW and the LiDAR bins' cross-entropy on fixed features ``[M, C, fH, fW]`` (``target`` one-hot ``[M, D, fH,
+    fW]``, cells without a point ignored); returned in eval mode. An analysis of what the features can tell about
+    depth, never part of a detector's training."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    probe = make_depthnet(feats.shape[1], feats.shape[1], target.shape[1], convs)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr)
+    probe.train()
+    for _ in range(steps):
+        pick = torch.randint(0, len(feats), (min(batch, len(feats)),), generator=generator)
+        has = target[pick].sum(1) > 0
+        if not has.any():
+            continue
+        nll = -(F.log_softmax(probe(feats[pick]), dim=1) * target[pick]).sum(1)
+        optimizer.zero_grad()
+        nll[has].mean().backward()
+        optimizer.step()
+    return probe.eval()
 
 
 def depth_quality(probs, target, bin_depths):

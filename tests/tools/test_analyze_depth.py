@@ -35,3 +35,33 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
     assert load_tool("analyze_depth").main([CAMERA_LSS, str(tmp_path / "none.pth"), *real_data_args(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "none.pth" in err
+
+
+def test_probe_fits_the_lidar_bins_of_features_that_hold_them():
+    """Features that are the one-hot LiDAR bins themselves: a linear probe learns to read them off."""
+    from mmdet3d.analysis.depth_quality import depth_quality, fit_depth_probe
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.nn.functional.one_hot(torch.randint(0, 6, (40, 4, 5), generator=g), 6).permute(0, 3, 1, 2).float()
+    target[:, :, 0] = 0  # cells without a point are ignored
+    probe = fit_depth_probe(target * 4.0, target, convs=0, steps=200, batch=8, lr=5e-2)
+    with torch.no_grad():
+        scores = depth_quality(probe(target * 4.0).softmax(1), target, torch.arange(1.0, 7.0))
+    assert scores["p_lidar_bin"] > 0.9 and scores["uniform_p_lidar_bin"] == 1 / 6
+
+
+def test_cli_probes_the_pretrained_features(tmp_path, capsys):
+    root = write_real_frame_infos(tmp_path / "data")
+    out = tmp_path / "probe.json"
+    args = [CAMERA_LSS, "none", "--samples", "1", "--probe", "0,1", "--probe-samples", "1", "--probe-steps", "3",
+            "--json", str(out), *real_data_args(root), "--data.train.ann_file",
+            os.path.join(root, "nuscenes_infos_val.pkl")]
+    code = load_tool("analyze_depth").main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    probes = json.loads(out.read_text())["probes"]
+    assert set(probes) == {"0", "1"} and set(probes["1"]) == {"train", "val"}
+    assert all(0 < s["p_lidar_bin"] < 1 for p in probes.values() for s in p.values())
+    assert "depth probes fitted on 1 train samples" in captured.out
+    assert load_tool("analyze_depth").main([CAMERA_LSS, "none", "--probe", "a,b", *real_data_args(root)]) == 2
+    assert "--probe" in capsys.readouterr().err
