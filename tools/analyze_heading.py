@@ -5,7 +5,8 @@
 
 For K samples of the split (spread evenly) the model predicts on the CPU; each ground-truth box is matched to the
 nearest prediction of its class scoring at least ``--score-thr`` whose BEV centre is within ``--max-distance`` m.
-Its absolute yaw error is "right" below 0.3 rad, "flipped" above pi - 0.3 rad, "off axis" in between. Barriers and
+Its absolute yaw error is "right" below 45 degrees, "flipped" within 45 degrees of the reverse heading, "off axis"
+in between. Barriers and
 traffic cones are left out, as the devkit's orientation error leaves them (barriers have period pi, cones none).
 """
 import argparse

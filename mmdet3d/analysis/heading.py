@@ -8,7 +8,7 @@ import numpy as np
 
 __all__ = ["FLIP_TOLERANCE", "heading_errors", "summarize_heading_errors"]
 
-FLIP_TOLERANCE = 0.3  # rad: |error| below it is "right", above pi minus it "flipped"
+FLIP_TOLERANCE = math.pi / 4  # |error| below it is "right", above pi minus it "flipped", else "off axis"
 
 
 def heading_errors(pred_boxes, pred_labels, gt_boxes, gt_labels, max_distance=1.0):
