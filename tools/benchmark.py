@@ -139,16 +139,22 @@ def format_protocol(protocol):
     return "\n".join(lines)
 
 
+def stage_table(title, rows, other_label, digits):
+    """The per-module table's lines and its column widths (``stage_w``, ``module_w``) for rows to follow."""
+    stage_w = max(len(other_label), *(len(r["stage"]) for r in rows))
+    module_w = max(len("module"), *(len(r["module"]) for r in rows))
+    lines = ["", title, f"  {'stage':<{stage_w}}  {'module':<{module_w}}  {'mean ms':>9}  {'share':>6}"]
+    lines += [f"  {r['stage']:<{stage_w}}  {r['module']:<{module_w}}  {r['mean_ms']:9.{digits}f}  "
+              f"{100 * r['share']:5.1f}%" for r in rows]
+    return lines, stage_w, module_w
+
+
 def format_results(latency, rows, breakdown_total):
     lines = ["", "latency (ms, plain iterations): " + "  ".join(f"{k} {v:.2f}" for k, v in latency.items())]
     if rows:
-        stage_w = max(len("other (between stages)"), *(len(r["stage"]) for r in rows))
-        module_w = max(len("module"), *(len(r["module"]) for r in rows))
-        lines += ["", "per-module breakdown (hooked iterations, synchronised per module):",
-                  f"  {'stage':<{stage_w}}  {'module':<{module_w}}  {'mean ms':>9}  {'share':>6}"]
-        for r in rows:
-            lines.append(f"  {r['stage']:<{stage_w}}  {r['module']:<{module_w}}  {r['mean_ms']:9.2f}  "
-                         f"{100 * r['share']:5.1f}%")
+        table, stage_w, module_w = stage_table("per-module breakdown (hooked iterations, synchronised per module):",
+                                               rows, "other (between stages)", 2)
+        lines += table
         other = breakdown_total - sum(r["mean_ms"] for r in rows)
         lines.append(f"  {'other (between stages)':<{stage_w}}  {'':<{module_w}}  {other:9.2f}  "
                      f"{100 * other / breakdown_total:5.1f}%")
@@ -194,13 +200,9 @@ def format_train_results(phases, rows, total_ms, loading_ms, workers):
     lines = ["", "training step (ms, hooked steps): " + "  ".join(
         f"{name} {bench.summarize(ms)['mean']:.1f}" for name, ms in phases.items()) + f"  total {total_ms:.1f}"]
     if rows:
-        stage_w = max(len("other forward (between stages)"), *(len(r["stage"]) for r in rows))
-        module_w = max(len("module"), *(len(r["module"]) for r in rows))
-        lines += ["", "per-module forward time (share of the whole step):",
-                  f"  {'stage':<{stage_w}}  {'module':<{module_w}}  {'mean ms':>9}  {'share':>6}"]
-        for r in rows:
-            lines.append(f"  {r['stage']:<{stage_w}}  {r['module']:<{module_w}}  {r['mean_ms']:9.1f}  "
-                         f"{100 * r['share']:5.1f}%")
+        table, stage_w, module_w = stage_table("per-module forward time (share of the whole step):", rows,
+                                               "other forward (between stages)", 1)
+        lines += table
         forward = bench.summarize(phases[bench.TRAIN_PHASES[0]])["mean"]
         other = forward - sum(r["mean_ms"] for r in rows)
         lines.append(f"  {'other forward (between stages)':<{stage_w}}  {'':<{module_w}}  {other:9.1f}  "

@@ -179,6 +179,18 @@ def time_latency(model, batch, iters, warmup, precision, device):
     return times
 
 
+def stage_rows(timer, totals):
+    """One row ``{stage, module, mean_ms, median_ms, share}`` per stage that ran, in execution order; ``share`` = its
+    mean / the mean of ``totals`` (ms per iteration)."""
+    total_mean = float(np.mean(totals))
+    rows = []
+    for stage in timer.ran():
+        times = timer.per_iteration[stage.path]
+        rows.append({"stage": stage.label, "module": stage.path, "mean_ms": float(np.mean(times)),
+                     "median_ms": float(np.median(times)), "share": float(np.mean(times)) / total_mean})
+    return rows
+
+
 def time_breakdown(model, batch, iters, precision, device, stages=None):
     """Per-stage milliseconds (hooked iterations) and the hooked iterations' totals.
 
@@ -195,13 +207,7 @@ def time_breakdown(model, batch, iters, precision, device, stages=None):
             _predict(model, batch, precision, device)
             sync()
             totals.append((time.perf_counter() - start) * 1e3)
-    total_mean = float(np.mean(totals))
-    rows = []
-    for stage in timer.ran():
-        times = timer.per_iteration[stage.path]
-        rows.append({"stage": stage.label, "module": stage.path, "mean_ms": float(np.mean(times)),
-                     "median_ms": float(np.median(times)), "share": float(np.mean(times)) / total_mean})
-    return rows, totals
+    return stage_rows(timer, totals), totals
 
 
 # ------------------------------------------------------------------------------------------------ training step
@@ -289,13 +295,7 @@ def time_training_steps(model, batch, optim_wrapper, iters, warmup, device, stag
             for name, ms in zip(TRAIN_PHASES, step()):
                 phases[name].append(ms)
     totals = [sum(ms) for ms in zip(*phases.values())]
-    total_mean = float(np.mean(totals))
-    rows = []
-    for stage in timer.ran():
-        times = timer.per_iteration[stage.path]
-        rows.append({"stage": stage.label, "module": stage.path, "mean_ms": float(np.mean(times)),
-                     "median_ms": float(np.median(times)), "share": float(np.mean(times)) / total_mean})
-    return phases, rows, totals
+    return phases, stage_rows(timer, totals), totals
 
 
 def time_data_loading(dataset, batch_size, batches, collate):
