@@ -1,12 +1,16 @@
 """Inference latency or training-step time of a model, with its protocol and a per-module breakdown.
 
     python tools/benchmark.py CONFIG [CKPT] [--batch-size 1] [--iters 20] [--warmup 5] [--precision fp32|fp16|bf16]
-                              [--device cpu|cuda] [--train-step] [--json OUT] [--a.b value ...]
+                              [--device cpu|cuda] [--train-step | --onnx FILE.onnx] [--json OUT] [--a.b value ...]
 
 Timed: ``model(mode="predict", **batch)`` from a collated batch already on the device to the decoded boxes after
 NMS (left on the device); data loading and host copies are excluded. The batch is the first samples of
 ``data.val`` when its info file exists, else a fabricated batch of the same shapes (said in the protocol). Without
 CKPT the weights are random, which changes how many boxes reach NMS. For SimDistill only the student runs.
+
+With ``--onnx FILE``: the graph ``tools/export_onnx.py`` wrote from CKPT is timed in the same run, on the same batch
+and with the same protocol (onnxruntime's CUDA provider on ``--device cuda`` when it has one, else its CPU
+provider), up to the same decoded boxes; the JSON and the last line give its latency and the ratio to PyTorch.
 
 With ``--train-step``: one training step on the first samples of ``data.train`` (its pipeline, augmentation drawn
 with a fixed seed; default batch ``data.samples_per_gpu``), the model built with ``torch.manual_seed(0)`` in
@@ -47,6 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--train-step", "--train_step", dest="train_step", action="store_true",
                         help="time training steps on data.train instead of inference")
+    parser.add_argument("--onnx", help="also time this exported graph of CKPT with onnxruntime (fp32 inference)")
     parser.add_argument("--json", help="write every number to this JSON file")
     return parser.parse_known_args(argv)
 
@@ -236,10 +241,38 @@ def run_inference(args, cfg, device):
     latency = bench.summarize(times)
     hooked_summary = bench.summarize(hooked)
     print(format_results(latency, rows, hooked_summary["mean"]), flush=True)
-    return {"protocol": protocol, "latency_ms": dict(latency, iterations=times),
-            "breakdown": {"total_ms": hooked_summary["mean"], "total_ms_stats": hooked_summary,
-                          "other_ms": hooked_summary["mean"] - sum(r["mean_ms"] for r in rows),
-                          "modules": rows}}
+    result = {"protocol": protocol, "latency_ms": dict(latency, iterations=times),
+              "breakdown": {"total_ms": hooked_summary["mean"], "total_ms_stats": hooked_summary,
+                            "other_ms": hooked_summary["mean"] - sum(r["mean_ms"] for r in rows),
+                            "modules": rows}}
+    if args.onnx:
+        result["onnx"] = time_onnx(args, cfg, batch, device, latency)
+    return result
+
+
+def onnx_providers(device):
+    import onnxruntime
+
+    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return ("CUDAExecutionProvider", "CPUExecutionProvider")
+    return ("CPUExecutionProvider",)
+
+
+def time_onnx(args, cfg, batch, device, torch_latency):
+    """Latency of the exported graph on ``batch``, as ``time_latency`` times the PyTorch model."""
+    from mmdet3d.deploy import OnnxDetector
+    from mmdet3d.deploy.calibration import build_head
+
+    detector = OnnxDetector(args.onnx, build_head(cfg), checkpoint=args.checkpoint,
+                            providers=onnx_providers(device))
+    times = bench.time_latency(detector, batch, args.iters, args.warmup, "fp32", device)
+    latency = bench.summarize(times)
+    provider = detector.session.get_providers()[0]
+    ratio = torch_latency["mean"] / latency["mean"]
+    print(f"\nonnxruntime ({provider}, {args.onnx}): " + "  ".join(f"{k} {v:.2f}" for k, v in latency.items())
+          + f"\nPyTorch / onnxruntime mean latency: {ratio:.2f}x", flush=True)
+    return {"file": args.onnx, "provider": provider, "latency_ms": dict(latency, iterations=times),
+            "pytorch_over_onnxruntime": ratio}
 
 
 def run_train_step(args, cfg, device):
@@ -283,6 +316,9 @@ def main(argv=None):
             raise ValueError(f"need --iters >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
         if args.batch_size is not None and args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.onnx and (args.train_step or args.precision != "fp32" or not args.checkpoint):
+            raise ValueError("--onnx times fp32 inference of the checkpoint it was exported from: give CKPT, "
+                             "without --train-step or --precision")
         cfg = load_config(args.config, overrides)
         device = resolve_device(args.device)
         result = (run_train_step if args.train_step else run_inference)(args, cfg, device)

@@ -90,6 +90,26 @@ def test_test_py_refuses_an_onnx_file_of_another_checkpoint(exported, tmp_path, 
     assert "was not exported from" in err and other in err
 
 
+def test_benchmark_times_the_graph_beside_pytorch(exported, tmp_path, capsys):
+    tool, argv, checkpoint, out, args = exported
+    if not os.path.isfile(out):
+        assert tool.main(argv) == 0
+    result_file = tmp_path / "bench.json"
+    code = load_tool("benchmark").main([os.path.join(CONFIGS, "camera_lss.yaml"), checkpoint, "--onnx", out,
+                                        "--iters", "2", "--warmup", "1", "--device", "cpu", "--json",
+                                        str(result_file)] + args)
+    printed = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(result_file.read_text())
+    onnx_result = result["onnx"]
+    assert onnx_result["provider"] == "CPUExecutionProvider" and len(onnx_result["latency_ms"]["iterations"]) == 2
+    assert onnx_result["pytorch_over_onnxruntime"] == pytest.approx(
+        result["latency_ms"]["mean"] / onnx_result["latency_ms"]["mean"])
+    assert "PyTorch / onnxruntime mean latency" in printed
+    assert load_tool("benchmark").main([os.path.join(CONFIGS, "camera_lss.yaml"), "--onnx", out] + args) == 2
+    assert "give CKPT" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case, expected", [
     ("missing checkpoint", "checkpoint not found: "),
     ("lidar model", "model.encoders.lidar: a model with a LiDAR encoder cannot be exported camera-only"),
