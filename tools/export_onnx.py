@@ -1,11 +1,15 @@
 """Exports a camera-only detector to ONNX: images [1, 6, 3, H, W] -> the CenterHead's raw per-task maps.
 
-    python tools/export_onnx.py CONFIG CKPT --out FILE.onnx [--opset N] [--calibration SAMPLE_TOKEN] [--a.b value ...]
+    python tools/export_onnx.py CONFIG CKPT --out FILE.onnx [--opset N] [--calibration SAMPLE_TOKEN]
+                                [--dynamic-calibration] [--a.b value ...]
 
 Exportable: the SimDistill student (the teacher is not exported), its no-distillation baseline and the camera-only
 BEVFusion-C. The camera rig is fixed: the frustum -> BEV cell plan is computed from the camera matrices of one sample
 (``--calibration``, default the first sample of ``data.test``, else ``data.val``) and stored in the graph as constant
-index tensors. The tool checks the graph with ``onnx.checker``, prints its opset, inputs, outputs and size, and runs
+index tensors. With ``--dynamic-calibration`` the rig is three more inputs instead, ``img_aug_inverse``,
+``pixel_to_lidar`` and ``pixel_to_ego`` ([1, 6, 4, 4], ``mmdet3d.deploy.rig_inputs`` of a sample's matrices), and the
+cells are computed in the graph: one file for any rig, at the cost of pooling the whole depth x feature tensor; the
+``--calibration`` sample is then only the one checked. The tool checks the graph with ``onnx.checker``, prints its opset, inputs, outputs and size, and runs
 onnxruntime (CPU) against PyTorch on that sample; it fails when an output differs by more than ``--tolerance``
 relative to the output's largest magnitude. Evaluate the file with ``tools/test.py CONFIG CKPT --onnx FILE.onnx``.
 """
@@ -31,6 +35,8 @@ def parse_args(argv=None):
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--calibration", help="token of the sample whose camera rig is baked into the graph "
                                               "(default: the first sample of data.test)")
+    parser.add_argument("--dynamic-calibration", "--dynamic_calibration", dest="dynamic", action="store_true",
+                        help="take the camera rig as graph inputs instead of baking it in")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest accepted relative difference onnxruntime vs PyTorch (default 1e-4)")
     return parser.parse_known_args(argv)
@@ -66,7 +72,7 @@ def main(argv=None):
         return fail(f"{e.name} is not installed (pip install -e '.[deploy]')")
     try:
         import mmdet3d.models  # noqa: F401  (registers the models)
-        from mmdet3d.deploy import RIG_KEYS, CameraOnlyDetector, compare_outputs, export_onnx
+        from mmdet3d.deploy import RIG_KEYS, CameraOnlyDetector, compare_outputs, export_onnx, rig_inputs
         from mmdet3d.deploy.export import exported_camera_encoder
         from mmdet3d.deploy.calibration import calibration_batch
         from mmdet3d.deploy.export import HEAD_MAPS, INPUT_NAME
@@ -83,20 +89,26 @@ def main(argv=None):
         load_checkpoint(model, args.checkpoint)
         batch, split = calibration_batch(cfg, args.calibration)
         token = batch["metas"][0]["token"]
-        rig = {k: batch[k] for k in RIG_KEYS}
+        rig = None if args.dynamic else {k: batch[k] for k in RIG_KEYS}
         detector = CameraOnlyDetector(model, rig)
+        inputs = rig_inputs(batch) if args.dynamic else {}
         out_dir = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(out_dir, exist_ok=True)
-        onnx_model = export_onnx(detector, batch["img"], rig, args.out, args.opset, checkpoint=args.checkpoint)
+        onnx_model = export_onnx(detector, batch["img"], rig, args.out, args.opset, checkpoint=args.checkpoint,
+                                 inputs=tuple(inputs[name] for name in detector.input_names[1:]))
     except INPUT_ERRORS as e:
         return fail(one_line(e))
     print(describe(onnx_model, args.out))
-    print(f"camera rig and check sample: {token} (data.{split})")
+    if args.dynamic:
+        print(f"camera rig: graph inputs; check sample: {token} (data.{split})")
+    else:
+        print(f"camera rig and check sample: {token} (data.{split})")
 
     with torch.no_grad():
         reference = [task[name] for task in model.head_outputs(batch) for name in HEAD_MAPS]
     session = onnxruntime.InferenceSession(args.out, providers=["CPUExecutionProvider"])
-    outputs = session.run(detector.output_names, {INPUT_NAME: batch["img"].numpy()})
+    feeds = {INPUT_NAME: batch["img"], **inputs}
+    outputs = session.run(detector.output_names, {k: v.numpy() for k, v in feeds.items()})
     diffs = compare_outputs(detector.output_names, reference, outputs)
     width = max(len(n) for n in diffs)
     print("onnxruntime (CPU) vs PyTorch:")

@@ -1,8 +1,9 @@
 """The camera-only detector as one graph ``images [1, N, 3, H, W] -> raw CenterHead maps`` for ONNX export.
 
 Exportable: a camera-only ``BEVFusion`` (BEVFusion-C) and the student of ``SimDistill`` (the teacher is not part of
-the graph). The view transforms run with the calibration sample's rig baked in (``FixedRigLSS``); every op is a
-standard ONNX op (the GCM's deformable attention is the ``grid_sample`` reference path).
+the graph). The view transforms run with the calibration sample's rig baked in (``FixedRigLSS``) or with the rig as
+further inputs (``DynamicRigLSS``, ``rig_inputs``); every op is a standard ONNX op (the GCM's deformable attention is
+the ``grid_sample`` reference path).
 """
 import copy
 import hashlib
@@ -15,7 +16,7 @@ from mmdet3d.models.fusion_models import SimDistill
 from mmdet3d.models.fusion_models.bevfusion import CAMERA_MATRICES
 from mmdet3d.models.heads.centerpoint import REG_HEADS
 
-from .fixed_rig import RIG_KEYS, FixedRigLSS
+from .fixed_rig import DYNAMIC_RIG_INPUTS, RIG_KEYS, DynamicRigLSS, FixedRigLSS
 
 __all__ = ["HEAD_MAPS", "INPUT_NAME", "MIN_OPSET", "CameraOnlyDetector", "export_onnx", "compare_outputs",
            "outputs_to_preds", "exported_camera_encoder", "file_sha256", "RIG_METADATA", "CHECKPOINT_METADATA"]
@@ -23,7 +24,8 @@ __all__ = ["HEAD_MAPS", "INPUT_NAME", "MIN_OPSET", "CameraOnlyDetector", "export
 HEAD_MAPS = ("heatmap", *REG_HEADS)
 INPUT_NAME = "images"
 MIN_OPSET = 16  # ScatterND with reduction and GridSample
-RIG_METADATA = "simdistill.camera_rig"
+RIG_METADATA = "simdistill.camera_rig"  # the baked-in rig, or DYNAMIC_RIG for a graph with the rig as inputs
+DYNAMIC_RIG = "inputs"
 CHECKPOINT_METADATA = "simdistill.checkpoint_sha256"
 
 
@@ -40,22 +42,26 @@ def exported_camera_encoder(model):
 
 
 class CameraOnlyDetector(nn.Module):
-    """``forward(images) -> (task0.heatmap, task0.reg, ..., taskT.vel)``, the maps of ``CenterHead.forward`` in
-    ``HEAD_MAPS`` order. Built on a copy of ``model`` whose view transforms are fixed to ``rig``."""
+    """``forward(images[, img_aug_inverse, pixel_to_lidar, pixel_to_ego]) -> (task0.heatmap, task0.reg, ...,
+    taskT.vel)``, the maps of ``CenterHead.forward`` in ``HEAD_MAPS`` order. Built on a copy of ``model`` whose view
+    transforms are fixed to ``rig``, or, with ``rig=None``, take the rig as the further inputs (``rig_inputs``)."""
 
     def __init__(self, model, rig):
         super().__init__()
         self.model = copy.deepcopy(model).eval()
         encoder = exported_camera_encoder(self.model)
+        self.input_names = [INPUT_NAME] + ([] if rig is not None else list(DYNAMIC_RIG_INPUTS))
         for key in ("vtransform", "vtransform2"):
             if key in encoder:
-                encoder[key] = FixedRigLSS(encoder[key], rig)
+                encoder[key] = FixedRigLSS(encoder[key], rig) if rig is not None else DynamicRigLSS(encoder[key])
         head = (self.model.heads_student if isinstance(self.model, SimDistill) else self.model.heads)["object"]
         self.output_names = [f"task{t}.{name}" for t in range(len(head.num_classes)) for name in HEAD_MAPS]
         self.eval()
 
-    def forward(self, images):
-        preds = self.model.head_outputs({"img": images, **dict.fromkeys(CAMERA_MATRICES)})
+    def forward(self, images, *rig):
+        batch = {"img": images, **dict.fromkeys(CAMERA_MATRICES)}
+        batch.update({DYNAMIC_RIG_INPUTS[name]: value for name, value in zip(self.input_names[1:], rig)})
+        preds = self.model.head_outputs(batch)
         return tuple(task[name] for task in preds for name in HEAD_MAPS)
 
 
@@ -76,19 +82,22 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def export_onnx(detector, images, rig, path, opset, checkpoint=None):
-    """Writes ``detector`` (a ``CameraOnlyDetector``) traced at ``images`` to ``path`` and checks it with
-    ``onnx.checker``. The rig and the checkpoint's SHA-256 go into the model's metadata, so an evaluation can refuse
-    samples of another rig or another checkpoint. Returns the ``onnx.ModelProto``."""
+def export_onnx(detector, images, rig, path, opset, checkpoint=None, inputs=()):
+    """Writes ``detector`` (a ``CameraOnlyDetector``) traced at ``images`` (and ``inputs``, the rig inputs of a
+    detector built without a rig) to ``path`` and checks it with ``onnx.checker``. The rig (``DYNAMIC_RIG`` when it
+    is an input) and the checkpoint's SHA-256 go into the model's metadata, so an evaluation can refuse samples of
+    another rig or another checkpoint. Returns the ``onnx.ModelProto``."""
     import onnx
 
     if opset < MIN_OPSET:
         raise ValueError(f"--opset {opset}: at least {MIN_OPSET} is needed (ScatterND add reduction, GridSample)")
     with torch.no_grad():
-        torch.onnx.export(detector, (images,), path, input_names=[INPUT_NAME], output_names=detector.output_names,
-                          opset_version=opset, dynamo=True, external_data=False, verbose=False)
+        torch.onnx.export(detector, (images, *inputs), path, input_names=detector.input_names,
+                          output_names=detector.output_names, opset_version=opset, dynamo=True, external_data=False,
+                          verbose=False)
     model = onnx.load(path)
-    metadata = {RIG_METADATA: json.dumps({k: rig[k][0].tolist() for k in RIG_KEYS})}
+    rig_text = DYNAMIC_RIG if rig is None else json.dumps({k: rig[k][0].tolist() for k in RIG_KEYS})
+    metadata = {RIG_METADATA: rig_text}
     if checkpoint is not None:
         metadata[CHECKPOINT_METADATA] = file_sha256(checkpoint)
     onnx.helper.set_model_props(model, metadata)

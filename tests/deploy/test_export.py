@@ -9,7 +9,8 @@ import torch
 
 from helpers.batchnorm import calibrate_batchnorm
 from helpers.fake_batch import make_batch, tiny_config
-from mmdet3d.deploy import RIG_KEYS, CameraOnlyDetector, FixedRigLSS, OnnxDetector, compare_outputs, export_onnx
+from mmdet3d.deploy import (RIG_KEYS, CameraOnlyDetector, DynamicRigLSS, FixedRigLSS, OnnxDetector, compare_outputs,
+                            export_onnx, rig_inputs)
 from mmdet3d.deploy.export import HEAD_MAPS, exported_camera_encoder
 from mmdet3d.registry import MODELS
 
@@ -38,12 +39,14 @@ def reference_outputs(model, batch):
 
 
 class Exported:
-    def __init__(self, model, path):
+    def __init__(self, model, path, dynamic=False):
         self.model = model
         self.batch = make_batch(1, with_points=False)
-        self.detector = CameraOnlyDetector(model, rig_of(self.batch))
+        rig = None if dynamic else rig_of(self.batch)
+        self.detector = CameraOnlyDetector(model, rig)
         self.path = str(path)
-        self.onnx = export_onnx(self.detector, self.batch["img"], rig_of(self.batch), self.path, OPSET)
+        inputs = tuple(rig_inputs(self.batch)[name] for name in self.detector.input_names[1:])
+        self.onnx = export_onnx(self.detector, self.batch["img"], rig, self.path, OPSET, inputs=inputs)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,22 @@ def student(tmp_path_factory):
     return Exported(model, tmp_path_factory.mktemp("onnx") / "simdistill.onnx")
 
 
+@pytest.fixture(scope="module")
+def dynamic_student(tmp_path_factory):
+    model = build("simdistill.yaml", "--camera_vtransform.depth_prior", "above_ground")
+    return Exported(model, tmp_path_factory.mktemp("onnx") / "simdistill_dynamic.onnx", dynamic=True)
+
+
+def another_rig(batch):
+    """The batch with its cameras 0.3 m higher and its images cropped 2 pixels further right."""
+    other = dict(batch, camera2lidar=batch["camera2lidar"].clone(), camera2ego=batch["camera2ego"].clone(),
+                 img_aug_matrix=batch["img_aug_matrix"].clone())
+    other["camera2lidar"][..., 2, 3] += 0.3
+    other["camera2ego"][..., 2, 3] += 0.3
+    other["img_aug_matrix"][..., 0, 3] -= 2.0
+    return other
+
+
 def ops(exported):
     return {node.op_type for node in exported.onnx.graph.node}
 
@@ -68,7 +87,7 @@ def run_onnxruntime(exported, images):
 
 
 @pytest.mark.parametrize("prior", [None, "above_ground"])
-def test_fixed_rig_lss_equals_the_view_transform_with_its_matrices(prior):
+def test_fixed_and_dynamic_rig_lss_equal_the_view_transform_with_its_matrices(prior):
     model = build("camera_lss.yaml", "--camera_vtransform.depth_prior", str(prior).lower() if prior else "null")
     vtransform = model.encoders["camera"]["vtransform"]
     batch = make_batch(1, with_points=False)
@@ -78,9 +97,16 @@ def test_fixed_rig_lss_equals_the_view_transform_with_its_matrices(prior):
     with torch.no_grad():
         expected, _ = vtransform(feats, None, *matrices, metas=None)
         fixed, depth = FixedRigLSS(vtransform, rig_of(batch))(feats)
+        inputs = rig_inputs(batch)
+        # the rig inputs in the places of camera2ego, camera2lidar and img_aug_matrix (DYNAMIC_RIG_INPUTS)
+        dynamic_matrices = [inputs["pixel_to_ego"], *matrices[1:5], inputs["pixel_to_lidar"],
+                            inputs["img_aug_inverse"], matrices[7]]
+        dynamic, dynamic_depth = DynamicRigLSS(vtransform)(feats, None, *dynamic_matrices)
     assert expected.abs().max() > 0 and vtransform.depth_prior == prior
     assert (depth < 1e-12).any() == (prior is not None)
     torch.testing.assert_close(fixed, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dynamic, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dynamic_depth, depth)
 
 
 @pytest.mark.parametrize("which", ["camera_lss", "student"])
@@ -127,6 +153,34 @@ def test_post_processed_boxes_are_those_of_the_pytorch_model(which, request):
     assert torch.equal(got[0]["labels_3d"], expected[0]["labels_3d"])
     torch.testing.assert_close(got[0]["boxes_3d"], expected[0]["boxes_3d"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got[0]["scores_3d"], expected[0]["scores_3d"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_graph_with_the_rig_as_inputs_follows_another_rig(dynamic_student):
+    exported = dynamic_student
+    assert [i.name for i in exported.onnx.graph.input] == ["images", "img_aug_inverse", "pixel_to_lidar",
+                                                           "pixel_to_ego"]
+    batch = another_rig(exported.batch)
+    session = onnxruntime.InferenceSession(exported.path, providers=["CPUExecutionProvider"])
+    feeds = {"images": batch["img"], **rig_inputs(batch)}
+    outputs = session.run(exported.detector.output_names, {k: v.numpy() for k, v in feeds.items()})
+    reference = reference_outputs(exported.model, batch)
+    assert max(d[1] for d in compare_outputs(exported.detector.output_names, reference, outputs).values()) < TOLERANCE
+    # ... and differs from the export sample's outputs: the rig inputs are used
+    original = reference_outputs(exported.model, exported.batch)
+    assert max(d[1] for d in compare_outputs(exported.detector.output_names, original, outputs).values()) > 1e-3
+    head = exported.model.heads_student["object"]
+    with torch.no_grad():
+        expected = exported.model.predict(batch)
+    got = OnnxDetector(exported.path, head)(mode="predict", **batch)
+    # The pooling sums in another order: scores within ~1e-6 may swap places in the ranking, so compare the boxes
+    # as sets (ordered by label and centre); the random head's sizes (exp of its dim maps, up to ~30 m) turn the
+    # raw maps' 1e-4 into up to ~0.5 % of a size.
+    def ordered(result):
+        rows = torch.cat([result["labels_3d"][:, None].double(), result["boxes_3d"].double()], 1)
+        keys = [tuple(round(v, 2) for v in row[:3].tolist()) for row in rows]
+        return rows[sorted(range(len(rows)), key=keys.__getitem__)]
+    assert len(expected[0]["labels_3d"]) > 0
+    torch.testing.assert_close(ordered(got[0]), ordered(expected[0]), rtol=1e-2, atol=1e-3)
 
 
 def test_a_sample_of_another_rig_is_refused(camera_lss):

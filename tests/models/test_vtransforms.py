@@ -317,14 +317,13 @@ def test_above_ground_prior_rules_out_the_bins_below_the_ground_by_hand():
     the ground at depth 2.0 * f / (v - cy); every bin beyond it, and none above the horizon, is ruled out."""
     vt = LSSTransform(**SMALL, depth_prior="above_ground", ground_margin=0.5)
     inputs = small_inputs(batch=1)
-    logits = torch.randn(2, vt.D, 8, 22)
-    out = vt.apply_depth_prior(logits, inputs["camera2ego"], inputs["camera_intrinsics"], inputs["img_aug_matrix"])
+    offset = vt.prior_offset(inputs["camera2ego"], inputs["camera_intrinsics"], inputs["img_aug_matrix"])
     rows, depths = vt.frustum[0, :, 0, 1], vt.frustum[:, 0, 0, 2]
     below = (rows[None] > 31.5) & (depths[:, None] > 2.0 * 100.0 / (rows[None] - 31.5))
     assert below.any() and not below.all()
-    torch.testing.assert_close(out - logits, (-30.0 * below.float())[None, :, :, None].expand_as(logits))
-    assert torch.equal(LSSTransform(**SMALL).apply_depth_prior(logits, *(
-        inputs[k] for k in ("camera2ego", "camera_intrinsics", "img_aug_matrix"))), logits)
+    torch.testing.assert_close(offset, (-30.0 * below.float())[None, :, :, None].expand(2, -1, -1, 22))
+    assert LSSTransform(**SMALL).prior_offset(*(inputs[k] for k in ("camera2ego", "camera_intrinsics",
+                                                                    "img_aug_matrix"))) is None
     with pytest.raises(ValueError, match="depth_prior"):
         LSSTransform(**SMALL, depth_prior="ground")
 

@@ -60,6 +60,18 @@ def test_export_writes_a_checked_graph_and_reports_the_numerical_check(exported,
     assert "MiB" in printed and "camera rig and check sample:" in printed
 
 
+def test_export_with_the_rig_as_inputs(exported, tmp_path, capsys):
+    tool, argv, _, _, _ = exported
+    out = str(tmp_path / "dynamic.onnx")
+    at = argv.index("--out")
+    assert tool.main(argv[:at + 1] + [out, "--dynamic-calibration"] + argv[at + 2:]) == 0
+    printed = capsys.readouterr().out
+    inputs = [line.split()[1] for line in printed.splitlines() if line.strip().startswith("input")]
+    assert inputs == ["images", "img_aug_inverse", "pixel_to_lidar", "pixel_to_ego"]
+    assert "camera rig: graph inputs" in printed and "all outputs within 0.0001 relative" in printed
+    assert {p.key: p.value for p in onnx.load(out).metadata_props}["simdistill.camera_rig"] == "inputs"
+
+
 def test_test_py_with_onnx_scores_as_the_pytorch_model(exported, tmp_path, capsys):
     tool, argv, checkpoint, out, args = exported
     if not os.path.isfile(out):

@@ -62,7 +62,7 @@ class BaseTransform(nn.Module):
 
     ``depth_prior="above_ground"`` rules out the depth bins whose frustum point lies more than ``ground_margin``
     metres below the ego frame's ground plane (z = 0): a camera-only geometric prior (flat ground, calibration
-    only), applied to the depth logits by ``apply_depth_prior``. ``None`` (the default) is BEVFusion's transform.
+    only), added to the depth logits (``prior_offset``). ``None`` (the default) is BEVFusion's transform.
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
@@ -111,22 +111,31 @@ class BaseTransform(nn.Module):
         _check_matrix(camera_intrinsics, "camera_intrinsics", 4)
         _check_matrix(img_aug_matrix, "img_aug_matrix", 4)
         _check_matrix(lidar_aug_matrix, "lidar_aug_matrix", 3)
-        frustum = self.frustum.to(camera2lidar.dtype)
+        return self.geometry_from(torch.inverse(img_aug_matrix),
+                                  lidar_aug_matrix[:, None] @ camera2lidar @ torch.inverse(camera_intrinsics))
+
+    def geometry_from(self, img_aug_inverse, pixel_to_frame):
+        """Frustum points [B, N, D, fH, fW, 3] from the inverse image augmentation and the map of (u d, v d, d, 1)
+        in the un-augmented image to the target frame, both [B, N, 4, 4] (no matrix inverse: exportable)."""
+        frustum = self.frustum.to(pixel_to_frame.dtype)
         ones = torch.ones_like(frustum[..., :1])
-        pix = torch.einsum("bnij,dhwj->bndhwi", torch.inverse(img_aug_matrix), torch.cat([frustum, ones], -1))
+        pix = torch.einsum("bnij,dhwj->bndhwi", img_aug_inverse, torch.cat([frustum, ones], -1))
         depth = pix[..., 2:3]
         cam = torch.cat([pix[..., :2] * depth, depth, ones.expand_as(depth)], dim=-1)
-        to_lidar = lidar_aug_matrix[:, None] @ camera2lidar @ torch.inverse(camera_intrinsics)
-        return torch.einsum("bnij,bndhwj->bndhwi", to_lidar[..., :3, :], cam)
+        return torch.einsum("bnij,bndhwj->bndhwi", pixel_to_frame[..., :3, :], cam)
 
-    def apply_depth_prior(self, logits, camera2ego, camera_intrinsics, img_aug_matrix):
-        """Depth logits [B*N, D, fH, fW] with ``depth_prior`` applied (unchanged without one). Ruled-out bins get
-        ``BELOW_GROUND_LOGIT`` added, a finite offset: a pixel whose every bin is below ground keeps a distribution."""
+    def prior_offset(self, camera2ego, camera_intrinsics, img_aug_matrix):
+        """``depth_prior``'s offset of the depth logits [B*N, D, fH, fW] for these matrices; None without a prior."""
         if self.depth_prior is None:
-            return logits
-        eye = torch.eye(4, dtype=camera2ego.dtype, device=camera2ego.device).expand(camera2ego.shape[0], 4, 4)
-        height = self.get_geometry(camera2ego, camera_intrinsics, img_aug_matrix, eye)[..., 2].flatten(0, 1)
-        return logits + BELOW_GROUND_LOGIT * (height < -self.ground_margin).to(logits.dtype)
+            return None
+        pixel_to_ego = camera2ego @ torch.inverse(camera_intrinsics)
+        return self.depth_prior_offset(torch.inverse(img_aug_matrix), pixel_to_ego)
+
+    def depth_prior_offset(self, img_aug_inverse, pixel_to_ego):
+        """The prior's additive offset of the depth logits, [B*N, D, fH, fW]: ``BELOW_GROUND_LOGIT`` on ruled-out
+        bins, a finite value so that a pixel whose every bin is below ground keeps a distribution."""
+        height = self.geometry_from(img_aug_inverse, pixel_to_ego)[..., 2].flatten(0, 1)
+        return BELOW_GROUND_LOGIT * (height < -self.ground_margin).to(pixel_to_ego.dtype)
 
     def voxel_coords(self, geom):
         """Integer (x, y, z) BEV cell of each frustum point, [B*N, D, fH, fW, 3]; cells outside the grid included."""

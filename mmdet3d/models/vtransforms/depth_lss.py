@@ -83,12 +83,12 @@ class DepthLSSTransform(BaseTransform):
         """Sparse depth [B, N, 1, H, W] at ``image_size``; see ``lidar_depth_image``."""
         return lidar_depth_image(points, lidar2image, img_aug_matrix, lidar_aug_matrix, self.image_size)
 
-    def get_cam_feats(self, img, depth_img, prior=None):
+    def get_cam_feats(self, img, depth_img, depth_offset=None):
         """img [B, N, C_in, fH, fW], depth_img [B, N, 1, H, W] -> depth probs [B*N, D, fH, fW], context [B*N, C, ..];
-        ``prior`` maps the depth logits before the softmax."""
+        ``depth_offset`` (a depth prior's, ``prior_offset``) is added to the depth logits."""
         d = self.dtransform(depth_img.flatten(0, 1))
         x = self.depthnet(torch.cat([d, img.flatten(0, 1)], dim=1))
-        logits = x[:, :self.D] if prior is None else prior(x[:, :self.D])
+        logits = x[:, :self.D] if depth_offset is None else x[:, :self.D] + depth_offset
         return logits.softmax(dim=1), x[:, self.D:self.D + self.C]
 
     def forward(self, img, points, camera2ego, lidar2ego, lidar2camera, lidar2image, camera_intrinsics, camera2lidar,
@@ -102,7 +102,7 @@ class DepthLSSTransform(BaseTransform):
             depth_img = self.depth_image(points, lidar2image.float(), img_aug_matrix, lidar_aug_matrix)
             geom = self.get_geometry(camera2lidar.float(), camera_intrinsics.float(), img_aug_matrix,
                                      lidar_aug_matrix)
-            depth, feats = self.get_cam_feats(img.float(), depth_img, lambda logits: self.apply_depth_prior(
-                logits, camera2ego.float(), camera_intrinsics.float(), img_aug_matrix))
+            offset = self.prior_offset(camera2ego.float(), camera_intrinsics.float(), img_aug_matrix)
+            depth, feats = self.get_cam_feats(img.float(), depth_img, offset)
             bev = self.downsample(self.bev_pool(geom, depth, feats))
         return bev, depth

@@ -26,11 +26,11 @@ class LSSTransform(BaseTransform):
         self.depthnet = make_depthnet(in_channels, in_channels, self.D + self.C, depthnet_convs)
         self.downsample = make_downsample(out_channels, downsample)
 
-    def get_cam_feats(self, img, prior=None):
-        """img [B, N, C_in, fH, fW] -> depth probabilities [B*N, D, fH, fW], context [B*N, C, fH, fW]; ``prior``
-        maps the depth logits before the softmax."""
+    def get_cam_feats(self, img, depth_offset=None):
+        """img [B, N, C_in, fH, fW] -> depth probabilities [B*N, D, fH, fW], context [B*N, C, fH, fW];
+        ``depth_offset`` (a depth prior's, ``prior_offset``) is added to the depth logits."""
         x = self.depthnet(img.flatten(0, 1))
-        logits = x[:, :self.D] if prior is None else prior(x[:, :self.D])
+        logits = x[:, :self.D] if depth_offset is None else x[:, :self.D] + depth_offset
         return logits.softmax(dim=1), x[:, self.D:self.D + self.C]
 
     def forward(self, img, points, camera2ego, lidar2ego, lidar2camera, lidar2image, camera_intrinsics, camera2lidar,
@@ -40,8 +40,8 @@ class LSSTransform(BaseTransform):
         with torch.autocast(device_type=img.device.type, enabled=False):
             geom = self.get_geometry(camera2lidar.float(), camera_intrinsics.float(), img_aug_matrix.float(),
                                      lidar_aug_matrix.float())
-            depth, feats = self.get_cam_feats(img.float(), lambda logits: self.apply_depth_prior(
-                logits, camera2ego.float(), camera_intrinsics.float(), img_aug_matrix.float()))
+            offset = self.prior_offset(camera2ego.float(), camera_intrinsics.float(), img_aug_matrix.float())
+            depth, feats = self.get_cam_feats(img.float(), offset)
             bev = self.downsample(self.bev_pool(geom, depth, feats))
         return bev, depth
 
