@@ -16,6 +16,10 @@ from mmdet3d.utils.checkpoint import ATOMIC_BACKEND, LATEST, atomic_write_bytes,
 from mmdet3d.utils.checkpoint_compat import to_weights_only
 
 
+def plural(count, noun):
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` (``epoch_N.pth``, ``interval``, ``max_keep_ckpts``) writing every file atomically
@@ -118,7 +122,7 @@ class RunSummaryHook(Hook):
             + f", {params / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trained)",
             f"data      train {len(loader.dataset)} samples, {len(loader)} iterations/epoch of batch "
             f"{loader.batch_size}" + (f"; val {val_size} samples" if val_size is not None else "; no validation"),
-            f"schedule  {runner.max_epochs} epochs from epoch {runner.epoch}, {optimizer.get('type', '?')} lr "
+            f"schedule  {plural(runner.max_epochs, 'epoch')} from epoch {runner.epoch}, {optimizer.get('type', '?')} lr "
             f"{optimizer.get('lr', '?')}, {schedule}",
             f"device    {device.type}, world size {runner.world_size}, {torch.get_num_threads()} CPU threads",
             f"start     {self.start or 'from scratch'}"
