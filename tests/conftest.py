@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny generated nuScenes-format dataset with its info files."""
+"""Shared fixtures: a tiny generated nuScenes-format dataset with its info files; the pretrained-weights loader's
+log messages."""
 import os
 
 import pytest
@@ -18,3 +19,12 @@ def synthetic_root(tmp_path_factory):
     generate(root, version="v1.0-mini", seed=0, scenes=10, frames_per_scene=2, image_size=(64, 112), sweeps=1)
     create_nuscenes_infos(root, "v1.0-mini", max_sweeps=10)
     return root
+
+
+@pytest.fixture
+def warnings_logged(monkeypatch):
+    """The messages the pretrained-weights loader logs (``mmdet3d.models.backbones.pretrained``), in order."""
+    import mmdet3d.models.backbones.pretrained as pretrained
+    messages = []
+    monkeypatch.setattr(pretrained, "print_log", lambda msg, **kwargs: messages.append(msg))
+    return messages

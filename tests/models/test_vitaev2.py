@@ -230,14 +230,6 @@ def imagenet_state(seed):
     return state
 
 
-@pytest.fixture
-def warnings_logged(monkeypatch):
-    import mmdet3d.models.backbones.pretrained as pretrained
-    messages = []
-    monkeypatch.setattr(pretrained, "print_log", lambda msg, **kwargs: messages.append(msg))
-    return messages
-
-
 def assert_loaded(model, state):
     own = model.state_dict()
     assert not any(k.endswith("relative_position_index") for k in own)

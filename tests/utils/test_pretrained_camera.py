@@ -81,14 +81,6 @@ def mmdet_swin_checkpoint(path, layout, seed=0):
     return state
 
 
-@pytest.fixture
-def warnings_logged(monkeypatch):
-    import mmdet3d.models.backbones.pretrained as pretrained
-    messages = []
-    monkeypatch.setattr(pretrained, "print_log", lambda msg, **kwargs: messages.append(msg))
-    return messages
-
-
 @pytest.mark.parametrize("layout", ["mmdet", "bare"])
 def test_pretrained_camera_starts_teacher_and_student(tmp_path, layout, warnings_logged):
     path = str(tmp_path / "swint-nuimages-pretrained.pth")
