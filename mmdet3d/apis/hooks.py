@@ -122,8 +122,8 @@ class RunSummaryHook(Hook):
             + f", {params / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trained)",
             f"data      train {len(loader.dataset)} samples, {len(loader)} iterations/epoch of batch "
             f"{loader.batch_size}" + (f"; val {val_size} samples" if val_size is not None else "; no validation"),
-            f"schedule  {plural(runner.max_epochs, 'epoch')} from epoch {runner.epoch}, {optimizer.get('type', '?')} lr "
-            f"{optimizer.get('lr', '?')}, {schedule}",
+            f"schedule  {plural(runner.max_epochs, 'epoch')} from epoch {runner.epoch}, "
+            f"{optimizer.get('type', '?')} lr {optimizer.get('lr', '?')}, {schedule}",
             f"device    {device.type}, world size {runner.world_size}, {torch.get_num_threads()} CPU threads",
             f"start     {self.start or 'from scratch'}"
             + (f" at epoch {runner.epoch}, iteration {runner.iter}" if runner.iter else ""),

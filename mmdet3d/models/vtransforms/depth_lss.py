@@ -52,7 +52,7 @@ class DepthLSSTransform(BaseTransform):
 
     Module names and layer indices equal BEVFusion's (``dtransform.*``, ``depthnet.*``, ``downsample.*``).
     BEVFusion's image-plane deformable attention (SimDistill's hard-wired ``uv_deformAttn``) is not included.
-    ``depthnet_convs`` (default 2, BEVFusion's) sets the number of conv3x3 layers of ``depthnet``; see ``make_depthnet``.
+    ``depthnet_convs`` (default 2, BEVFusion's) sets the number of conv3x3 layers of ``depthnet`` (``make_depthnet``).
     """
 
     reads_points = True  # the data pipeline must load LiDAR points for it
