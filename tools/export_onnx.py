@@ -11,7 +11,8 @@ index tensors. With ``--dynamic-calibration`` the rig is three more inputs inste
 cells are computed in the graph: one file for any rig, at the cost of pooling the whole depth x feature tensor; the
 ``--calibration`` sample is then only the one checked. The tool checks the graph with ``onnx.checker``, prints its
 opset, inputs, outputs and size, and runs onnxruntime (CPU) against PyTorch on that sample; it fails when an output
-differs by more than ``--tolerance`` relative to the output's largest magnitude. Evaluate the file with ``tools/test.py CONFIG CKPT --onnx FILE.onnx``.
+differs by more than ``--tolerance`` relative to the output's largest magnitude. Evaluate the file with
+``tools/test.py CONFIG CKPT --onnx FILE.onnx``.
 """
 import argparse
 import os
