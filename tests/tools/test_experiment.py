@@ -1,0 +1,185 @@
+"""``tools/experiment.py`` on a toy spec (the toy model of ``toy_components.py``): a teacher, 2 arms x 2 seeds and a
+crashing arm; skipping finished runs; resuming a run after the runner is SIGKILLed."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from test_train_test_cli import TOY_CONFIG, env
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+EXPERIMENT = os.path.join(REPO, "tools", "experiment.py")
+
+
+def write_spec(root, name, arms, teacher=True, **extra):
+    config = root / "toy.yaml"
+    if not config.exists():
+        config.write_text(yaml.safe_dump(dict(TOY_CONFIG, max_epochs=1)))
+    spec = {"name": name, "out_dir": str(root / name), "metrics": ["mse", "weighted"], "reference": arms[0]["name"],
+            "teacher_key": "load_from", "arms": [dict(arm, config=str(config)) for arm in arms], **extra}
+    if teacher:
+        spec["teacher"] = {"config": str(config), "overrides": {"max_epochs": 2}}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def run_experiment(spec, *args, check=True):
+    result = subprocess.run([sys.executable, EXPERIMENT, spec, *args], cwd=REPO, env=env(), capture_output=True,
+                            text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def metrics_of(run_dir, epoch=1):
+    with open(os.path.join(run_dir, f"metrics_epoch_{epoch}.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment")
+    arms = [{"name": "small", "seeds": [0, 1], "overrides": {"optimizer.lr": 0.005}},
+            {"name": "wide", "seeds": [0, 1]},
+            {"name": "broken", "seeds": [0], "overrides": {"model.hidden": -1}}]
+    spec = write_spec(root, "toy_grid", arms)
+    result = run_experiment(spec, "--workers", "2", check=False)
+    return root, spec, result
+
+
+def test_grid_trains_teacher_and_arms_and_reports_the_crash(grid):
+    root, spec, result = grid
+    assert result.returncode == 1  # one arm failed, the others finished
+    out = result.stdout + result.stderr
+    assert "FAILED  broken seed 0 (exit 1)" in out and "hidden" in out.split("FAILED  broken seed 0")[1]
+    for label in ("teacher", "small seed 0", "small seed 1", "wide seed 0", "wide seed 1"):
+        assert f"done    {label}:" in out
+
+    with open(root / "toy_grid" / "results.json") as f:
+        results = json.load(f)
+    assert results["failed"] == ["broken seed 0"]
+    assert sorted((r["arm"], r["seed"]) for r in results["runs"]) == [("small", 0), ("small", 1), ("wide", 0),
+                                                                      ("wide", 1)]
+    teacher_dir = root / "toy_grid" / "teacher"
+    assert results["teacher"]["metrics"]["mse"] == metrics_of(teacher_dir, epoch=2)["toy/mse"]
+    for row in results["runs"]:
+        run_dir = root / "toy_grid" / row["arm"] / f"seed_{row['seed']}"
+        assert row["metrics"] == {"mse": metrics_of(run_dir)["toy/mse"], "weighted": metrics_of(run_dir)["toy/weighted"]}
+        assert row["wall_s"] > 0 and len(row["config_sha"]) == 16
+        log = (run_dir / "experiment.log").read_text()
+        assert str(teacher_dir / "latest.pth") in log  # each arm started from the teacher trained once
+
+
+def test_summary_is_mean_and_sample_std_against_the_reference(grid):
+    root, _, _ = grid
+    with open(root / "toy_grid" / "results.json") as f:
+        results = json.load(f)
+    values = {arm: [metrics_of(root / "toy_grid" / arm / f"seed_{s}")["toy/mse"] for s in (0, 1)]
+              for arm in ("small", "wide")}
+    for arm, (a, b) in values.items():
+        stats = results["summary"][arm]["metrics"]["mse"]
+        assert stats["values"] == [a, b]
+        assert stats["mean"] == pytest.approx((a + b) / 2)
+        assert stats["std"] == pytest.approx(abs(a - b) / 2 ** 0.5)  # sample std of two values
+    small, wide = (sum(v) / 2 for v in (values["small"], values["wide"]))
+    assert results["summary"]["wide"]["metrics"]["mse"]["relative"] == pytest.approx((wide - small) / small)
+    assert results["summary"]["small"]["metrics"]["mse"]["relative"] == pytest.approx(0.0)
+    table = (root / "toy_grid" / "results.md").read_text()
+    assert f"| wide | 0, 1 | {wide:.4f} ± {abs(values['wide'][0] - values['wide'][1]) / 2 ** 0.5:.4f}" in table
+    assert f"{100 * (wide - small) / small:+.1f} %" in table and "Failed (not in the table): broken seed 0" in table
+
+
+def test_rerun_skips_finished_runs(grid):
+    root, spec, _ = grid
+    checkpoint = root / "toy_grid" / "wide" / "seed_0" / "latest.pth"
+    before = os.stat(checkpoint).st_mtime_ns
+    result = run_experiment(spec, "--dry-run")
+    assert "done     wide seed 0:" in result.stdout and "new      broken seed 0:" in result.stdout
+    result = run_experiment(spec, check=False)
+    assert "5 runs of 3 arms, teacher; 1 to train" in result.stdout
+    assert "done    wide seed 0" not in result.stdout + result.stderr
+    assert os.stat(checkpoint).st_mtime_ns == before
+
+
+def test_changed_config_is_refused_not_reused(grid, tmp_path):
+    root, spec, _ = grid
+    with open(spec) as f:
+        changed = yaml.safe_load(f)
+    changed["arms"][1]["overrides"] = {"optimizer.lr": 0.02}
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    result = run_experiment(str(path), check=False)
+    assert result.returncode == 2
+    err = result.stderr.strip()
+    assert "\n" not in err and str(root / "toy_grid" / "wide" / "seed_0") in err and "another config" in err
+
+
+def test_resumes_a_run_after_the_runner_is_killed(grid):
+    root, _, _ = grid
+    spec = write_spec(root, "toy_kill", [{"name": "wide", "seeds": [1]}], teacher=False,
+                      overrides={"max_epochs": 2, "data.train.delay": 0.1})
+    run_dir = root / "toy_kill" / "wide" / "seed_1"
+    process = subprocess.Popen([sys.executable, EXPERIMENT, spec], cwd=REPO, env=env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "latest.pth").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(1.0)  # the training dies with the runner (PR_SET_PDEATHSIG)
+    assert (run_dir / "latest.pth").exists() and not (run_dir / "epoch_2.pth").exists()
+
+    result = run_experiment(spec)
+    assert "1 to train" in result.stdout
+    log = (run_dir / "experiment.log").read_text()
+    assert "resuming" in log and str(run_dir / "latest.pth") in log
+    with open(root / "toy_kill" / "results.json") as f:
+        row = json.load(f)["runs"][0]
+    # The toy model resumes exactly; the same run uninterrupted gives the same metrics.
+    reference = write_spec(root, "toy_ref", [{"name": "wide", "seeds": [1]}], teacher=False,
+                           overrides={"max_epochs": 2})
+    run_experiment(reference)
+    assert row["metrics"]["mse"] == pytest.approx(metrics_of(root / "toy_ref" / "wide" / "seed_1", 2)["toy/mse"],
+                                                  rel=1e-6)
+
+
+def test_bad_spec_is_one_line_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"arms": [{"name": "a", "config": "x.yaml", "seeds": [0, 0]}]}))
+    result = run_experiment(str(path), check=False)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "\n" not in err and str(path) in err and "seeds" in err
+
+
+@pytest.mark.parametrize("name,seeds", [("simdistill_synthetic.yaml", {"baseline": 3, "simdistill": 3}),
+                                        ("simdistill_synthetic_quick.yaml", {"baseline": 1, "simdistill": 1})])
+def test_shipped_specs_resolve_every_arm(name, seeds):
+    from mmdet3d.apis import experiment as exp
+
+    spec = exp.load_spec(os.path.join(REPO, "configs", "experiments", name))
+    names = [arm["name"] for arm in spec["arms"]]
+    assert names == ["baseline", "simdistill", "no_imd", "no_cmd", "no_mmd_f", "no_mmd_p", "no_gcm", "paper_weights"]
+    assert spec["reference"] == "baseline" and spec["teacher"]["config"]
+    runs = {(r.arm, r.seed): r.resolved() for r in exp.grid(spec)}
+    for arm, count in seeds.items():
+        assert sorted(s for a, s in runs if a == arm) == list(range(count))
+    switches = {"no_imd": "img_feature", "no_cmd": "plidar_feature", "no_mmd_f": "fusion_feature",
+                "no_mmd_p": "prediction_distill", "no_gcm": "bev_DeformAttn"}
+    for (arm, seed), cfg in runs.items():
+        assert cfg.model.teacher_checkpoint == os.path.join(spec["out_dir"], "teacher", "latest.pth")
+        assert cfg.data.val.ann_file.startswith(spec["dataset"]["root"])
+        assert cfg.evaluation.interval == cfg.max_epochs and cfg.seed == seed
+        if arm in switches:
+            off = [k for k in switches.values() if not cfg.model.encoders[k]]
+            assert off == [switches[arm]], (arm, off)
+        elif arm == "simdistill":
+            assert all(cfg.model.encoders[k] for k in switches.values())
+    assert runs[("paper_weights", 0)].model.distill_weights.kd_cls == 0.25
+    assert runs[("simdistill", 0)].model.distill_weights.kd_cls == 25.0

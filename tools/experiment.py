@@ -1,0 +1,270 @@
+"""Runs an experiment spec: the dataset, the teacher, then arms x seeds of trainings; resumable and parallel.
+
+    python tools/experiment.py SPEC.yaml [--workers K] [--dry-run]
+
+Builds what is missing and nothing else: the generated dataset (``dataset.generator``) when its root has no info
+files, the pretrained camera backbone (``pretrain``) when its file is absent, the teacher (``teacher.config``, trained
+once) and every run of the grid. A run that was killed continues from its ``latest.pth``; a finished one is skipped;
+each is scored by the config's evaluator (the nuscenes-devkit) on the validation split after its last epoch.
+``--workers K`` trains K runs at once, each with ``cpus // K`` threads (on a GPU they share the device). A run that
+fails is reported with the last lines of its log (``<run dir>/experiment.log``) and the others go on.
+
+Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics", "wall_s", "config_sha"}],
+"failed"}``) and ``results.md`` (per arm mean ± std and per-seed values, relative change against
+``reference``) into the spec's ``results_dir``, also when some runs failed. ``wall_s`` adds up the training
+attempts the runner saw end (an attempt cut off by killing the runner itself is not counted). See
+``mmdet3d/apis/experiment.py`` for the spec's keys.
+"""
+import argparse
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tqdm import tqdm
+
+from mmdet3d.apis import experiment as exp
+from mmdet3d.apis.errors import INPUT_ERRORS, one_line
+from mmdet3d.utils.checkpoint import atomic_write_bytes
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+LOG_FILE = "experiment.log"
+TAIL_LINES = 8
+POLL_S = 0.5
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("spec", help="experiment spec (configs/experiments/*.yaml)")
+    parser.add_argument("--workers", type=int, default=1, help="trainings at once (default 1)")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                        help="print what would run, with each run's state, and stop")
+    return parser.parse_args(argv)
+
+
+def die_with_parent():
+    """Children get SIGKILL when the runner dies, so a rerun never trains beside an orphan in the same folder."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def log_tail(path, lines=TAIL_LINES):
+    if not os.path.isfile(path):
+        return "(no log)"
+    with open(path, errors="replace") as f:
+        text = f.read().replace("\r", "\n")
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join("    " + line[:200] for line in kept[-lines:])
+
+
+def run_step(command, log_path, label):
+    """A preparation step (dataset, pretraining) in the foreground; its output goes to ``log_path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    tqdm.write(f"{label}: {' '.join(command)}")
+    with open(log_path, "w") as log:
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    if code != 0:
+        raise RuntimeError(f"{label} failed (exit {code}); last lines of {log_path}:\n{log_tail(log_path)}")
+
+
+def prepare_dataset(spec, dry_run):
+    dataset = spec.get("dataset")
+    if not dataset or not dataset.get("generator"):
+        return
+    root = dataset["root"]
+    if os.path.isfile(os.path.join(root, "nuscenes_infos_train.pkl")):
+        return
+    version = dataset.get("version", dataset["generator"].get("version", "v1.0-trainval"))
+    generate = [sys.executable, os.path.join(TOOLS, "create_synthetic_nuscenes.py"), "--out-dir", root,
+                *exp.override_tokens({k.replace("_", "-"): v for k, v in dataset["generator"].items()})]
+    if "version" not in dataset["generator"]:
+        generate += ["--version", version]
+    infos = [sys.executable, os.path.join(TOOLS, "create_data.py"), "nuscenes", "--root-path", root,
+             "--version", version]
+    if dry_run:
+        print(f"dataset {root}: to generate\n  {' '.join(generate)}\n  {' '.join(infos)}")
+        return
+    log = os.path.join(spec["out_dir"], "dataset.log")
+    run_step(generate, log, "generating the dataset")
+    run_step(infos, log + ".infos", "writing its info files")
+
+
+def prepare_pretrained(spec, dry_run):
+    pretrain = spec.get("pretrain")
+    if not pretrain or os.path.isfile(pretrain["out"]):
+        return
+    command = [sys.executable, os.path.join(TOOLS, "pretrain_backbone.py"), pretrain["config"], "--out",
+               pretrain["out"], *exp.override_tokens({k.replace("_", "-"): v
+                                                      for k, v in (pretrain.get("args") or {}).items()})]
+    if dry_run:
+        print(f"pretrained backbone {pretrain['out']}: to train\n  {' '.join(command)}")
+        return
+    run_step(command, os.path.join(spec["out_dir"], "pretrain.log"), "pretraining the camera backbone")
+
+
+class Scheduler:
+    """Launches runs as ``tools/train.py`` processes, at most ``workers`` at once, and records each attempt."""
+
+    def __init__(self, workers, bar):
+        self.workers, self.bar = workers, bar
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.active = {}
+        self.finished, self.failed = [], []
+
+    def launch(self, run):
+        sha = run.config_sha()
+        state = exp.read_state(run) or {"config_sha": sha, "attempts": [], "done": False}
+        exp.write_state(run, state)
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        log = open(os.path.join(run.run_dir, LOG_FILE), "a")
+        process = subprocess.Popen(run.command(sys.executable, TOOLS), stdout=log, stderr=subprocess.STDOUT,
+                                   env=env, preexec_fn=die_with_parent)
+        self.active[process] = (run, state, log, time.time())
+
+    def poll(self):
+        for process in [p for p in self.active if p.poll() is not None]:
+            run, state, log, start = self.active.pop(process)
+            log.close()
+            wall = time.time() - start
+            state["attempts"].append({"wall_s": round(wall, 1), "returncode": process.returncode})
+            ok = process.returncode == 0 and os.path.isfile(run.metrics_file())
+            if ok:
+                state["done"] = True
+                state["wall_s"] = round(sum(a["wall_s"] for a in state["attempts"]), 1)
+            exp.write_state(run, state)
+            self.report(run, state, ok, process.returncode)
+
+    def report(self, run, state, ok, code):
+        self.bar.update(1)
+        if ok:
+            values = collect(run)["metrics"]
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in list(values.items())[:2])
+            tqdm.write(f"done    {run.label}: {shown}  ({state['wall_s'] / 60:.1f} min)")
+            self.finished.append(run)
+        else:
+            reason = f"exit {code}" if code else f"no {os.path.basename(run.metrics_file())} written"
+            tqdm.write(f"FAILED  {run.label} ({reason}); last lines of {os.path.join(run.run_dir, LOG_FILE)}:\n"
+                       f"{log_tail(os.path.join(run.run_dir, LOG_FILE))}")
+            self.failed.append(run)
+
+    def run_all(self, runs):
+        pending = list(runs)
+        while pending or self.active:
+            while pending and len(self.active) < self.workers:
+                self.launch(pending.pop(0))
+            time.sleep(POLL_S)
+            self.poll()
+
+    def stop(self):
+        for process in self.active:
+            process.send_signal(signal.SIGTERM)
+        for process in self.active:
+            process.wait()
+
+
+def collect(run, metrics_names=None):
+    with open(run.metrics_file()) as f:
+        metrics = json.load(f)
+    names = metrics_names or [k.split("/")[-1] for k in metrics]
+    values = {name: exp.metric_value(metrics, name) for name in names}
+    state = exp.read_state(run) or {}
+    return {"arm": run.arm, "seed": run.seed, "metrics": {k: v for k, v in values.items() if v is not None},
+            "wall_s": state.get("wall_s"), "config_sha": run.config_sha(), "run_dir": run.run_dir}
+
+
+def write_results(spec, runs, teacher, failed):
+    rows = [collect(r, spec["metrics"]) for r in runs if exp.status(r) == "done"]
+    teacher_row = collect(teacher, spec["metrics"]) if teacher and exp.status(teacher) == "done" else None
+    table = exp.summarize(rows, spec["metrics"], spec["reference"])
+    result = {"spec": spec, "teacher": teacher_row, "runs": rows, "summary": table,
+              "failed": [r.label for r in failed]}
+    os.makedirs(spec["results_dir"], exist_ok=True)
+    json_path = os.path.join(spec["results_dir"], "results.json")
+    md_path = os.path.join(spec["results_dir"], "results.md")
+    atomic_write_bytes((json.dumps(result, indent=2) + "\n").encode(), json_path)
+    atomic_write_bytes(exp.format_markdown(spec, table, teacher_row, result["failed"]).encode(), md_path)
+    return json_path, md_path
+
+
+def dry_run(spec, teacher, runs):
+    checkpoint = exp.teacher_checkpoint(spec)
+    if teacher is None and checkpoint:
+        print(f"teacher: given checkpoint {checkpoint}" + ("" if os.path.isfile(checkpoint) else " (MISSING)"))
+    for run in ([teacher] if teacher else []) + runs:
+        state = exp.status(run)
+        print(f"{state:8s} {run.label}: {' '.join(run.command('python', 'tools'))}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        spec = exp.load_spec(args.spec)
+        teacher = exp.teacher_run(spec)
+        runs = exp.grid(spec)
+        if args.dry_run:
+            prepare_dataset(spec, True)
+            prepare_pretrained(spec, True)
+            dry_run(spec, teacher, runs)
+            return 0
+        os.makedirs(spec["out_dir"], exist_ok=True)
+        lock = open(os.path.join(spec["out_dir"], ".lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{spec['out_dir']}: another tools/experiment.py is running this spec") from None
+        stale = [r for r in ([teacher] if teacher else []) + runs if exp.status(r) == "stale"]
+        if stale:
+            raise ValueError(f"{stale[0].run_dir}: ran with another config than the spec now gives (config_sha in "
+                             f"{exp.STATE_FILE}); delete the folder to rerun it")
+        checkpoint = exp.teacher_checkpoint(spec)
+        if teacher is None and checkpoint and not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"teacher.checkpoint not found: {checkpoint}")
+    except INPUT_ERRORS as e:
+        print(f"experiment.py: error: {one_line(e)}", file=sys.stderr)
+        return 2
+
+    todo = [r for r in ([teacher] if teacher else []) + runs if exp.status(r) != "done"]
+    print(f"{spec['name']}: {len(runs)} runs of {len(spec['arms'])} arms"
+          + (", teacher" if teacher else "") + f"; {len(todo)} to train, {args.workers} at a time")
+    bar = tqdm(total=len(runs) + (1 if teacher else 0), initial=len(runs) + bool(teacher) - len(todo),
+               unit="run", desc="experiment")
+    scheduler = Scheduler(args.workers, bar)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        prepare_dataset(spec, False)
+        prepare_pretrained(spec, False)
+        if teacher in todo:
+            # Every arm needs the teacher's checkpoint: it trains alone, with all threads.
+            teacher_scheduler = Scheduler(1, bar)
+            teacher_scheduler.run_all([teacher])
+            if teacher_scheduler.failed:
+                raise RuntimeError("the teacher failed; no arm can run without it")
+        scheduler.run_all([r for r in todo if r is not teacher])
+    except RuntimeError as e:
+        scheduler.stop()
+        bar.close()
+        print(f"experiment.py: error: {e}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        scheduler.stop()
+        bar.close()
+        print("experiment.py: stopped; rerun the same command to resume", file=sys.stderr)
+        return 130
+    bar.close()
+    json_path, md_path = write_results(spec, runs, teacher, scheduler.failed)
+    print(f"results: {json_path}, {md_path}" + (f"; {len(scheduler.failed)} run(s) failed" if scheduler.failed
+                                                 else ""))
+    return 1 if scheduler.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
