@@ -1,6 +1,7 @@
 """What each SimDistill loss does to the student, and whether teacher and student BEV grids line up.
 
-    python tools/analyze_distillation.py CONFIG CKPT [--samples 8] [--split train|val] [--json OUT] [--a.b value ...]
+    python tools/analyze_distillation.py CONFIG CKPT [--samples 8] [--split train|val] [--balance FRACTION]
+                                         [--balance-module M] [--json OUT] [--a.b value ...]
 
 Runs on the CPU. CKPT is a SimDistill checkpoint (teacher and student weights) or ``none`` for the config's initial weights (teacher
 from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, spread evenly), prints
@@ -11,6 +12,12 @@ from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, 
 3. for every BEV map of teacher and student (in training mode, as the distillation losses see them), the correlation of its per-cell feature norm with the GT object mask
    under the eight symmetries of the grid; a map is aligned with the head's targets when the identity has the largest
    magnitude (a negative correlation still marks object cells: their features are weaker, not elsewhere).
+
+With ``--balance FRACTION`` (training split only: loss weights are never set on validation data) it also prints,
+per distillation loss, its gradient norm on ``--balance-module`` (default the student's camera backbone) relative to
+the detection loss's and the weight that would make that ratio FRACTION. This is how the weights of
+``configs/synthetic/det/simdistill.yaml`` were set (FRACTION about 1/3, on the teacher and an untrained student,
+CKPT ``none``); the weights scale a loss's gradient linearly, so one measurement suffices.
 """
 import argparse
 import json
@@ -34,6 +41,12 @@ def parse_args(argv=None):
     parser.add_argument("checkpoint", help="SimDistill checkpoint, or 'none' for the initial weights")
     parser.add_argument("--samples", type=int, default=8, help="samples to average over (default 8)")
     parser.add_argument("--split", choices=("train", "val"), default="train", help="dataset of data.<split>")
+    parser.add_argument("--balance", type=float, metavar="FRACTION",
+                        help="print the weights that bring each distillation gradient to FRACTION of the detection "
+                             "loss's (needs --split train)")
+    parser.add_argument("--balance-module", "--balance_module", dest="balance_module",
+                        default="encoders_student.camera.backbone", help="student module the gradients are compared "
+                                                                         "on (default the camera backbone)")
     parser.add_argument("--json", help="write every number to this JSON file")
     return parser.parse_known_args(argv)
 
@@ -94,6 +107,14 @@ def format_alignment(alignment):
                         "(best: largest magnitude)", ["BEV map"] + symmetries + ["best"], rows)
 
 
+def format_balance(balance, fraction, module):
+    rows = [[group, f"{row['weight']:.4g}", f"{row['ratio']:.4g}",
+             "-" if row["balanced"] is None else f"{row['balanced']:.4g}"] for group, row in balance.items()]
+    return format_table(f"weights that bring each distillation gradient on {short(module)} to {fraction:g} of the "
+                        "detection loss's", ["loss group", "weight now", "grad / detection grad", "balanced weight"],
+                        rows)
+
+
 def fail(error):
     print(f"analyze_distillation.py: error: {error}", file=sys.stderr)
     return 2
@@ -106,6 +127,9 @@ def main(argv=None):
     try:
         if args.samples < 1:
             raise ValueError(f"--samples must be >= 1, got {args.samples}")
+        if args.balance is not None and (args.split != "train" or not args.balance > 0):
+            raise ValueError("--balance needs a positive FRACTION and --split train (loss weights are never set on "
+                             "validation data)")
         cfg = load_config(args.config, overrides)
         if (cfg.get("model") or {}).get("type") != "SimDistill":
             raise ValueError(f"{args.config}: model.type is {(cfg.get('model') or {}).get('type')!r}; this tool "
@@ -133,6 +157,14 @@ def main(argv=None):
     det = result["student_detection_loss"]
     print(f"\nstudent GT loss in eval mode: heatmap {det['heatmap']:.4f}, bbox {det['bbox']:.4f}\n")
     print(format_alignment(result["alignment"]))
+    if args.balance is not None:
+        try:
+            balance = distill_analysis.balanced_weights(result["losses"], model.weights, args.balance,
+                                                        args.balance_module)
+        except ValueError as e:
+            return fail(e)
+        result["balance"] = {"fraction": args.balance, "module": args.balance_module, "groups": balance}
+        print("\n" + format_balance(balance, args.balance, args.balance_module))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -5,6 +5,9 @@
   shows at once.
 * ``student_detection_loss``: the student's GT heatmap and box losses in eval mode, a continuous measure of how
   well a student detects that still separates models whose mAP is too small to compare.
+* ``balanced_weights``: the loss weights that would bring each distillation loss's gradient on one student module to
+  a chosen fraction of the detection loss's there (gradients scale linearly with a loss's weight), the rule that set
+  the weights of ``configs/synthetic/det/simdistill.yaml``.
 * ``bev_alignment``: for each BEV map, the correlation of its per-cell feature norm with the GT object mask under the
   eight symmetries of a square grid. A map whose strongest (largest-magnitude) correlation is not at the identity is
   transposed or flipped relative to the head's targets, and a feature loss between it and an aligned map would teach
@@ -72,6 +75,30 @@ def loss_gradient_norms(model, batch):
             i += len(params)
         report[group] = {"value": float(value.detach()), "grad_norm": norms}
     return report
+
+
+def balanced_weights(report, weights, fraction, module, detection_group="object"):
+    """``{group: {"weight", "grad_norm", "ratio", "balanced"}}`` for every distillation group of ``report`` (as
+    ``loss_gradient_norms`` returns, averaged or not): ``ratio`` is the group's gradient norm on ``module`` over the
+    detection loss's, ``balanced = weight * fraction / ratio`` the weight that would make it ``fraction``; ``None``
+    where the group does not reach ``module``."""
+    if detection_group not in report:
+        raise ValueError(f"no {detection_group!r} loss group to balance against (groups: {sorted(report)})")
+    reference = report[detection_group]["grad_norm"].get(module)
+    if not reference:
+        raise ValueError(f"the detection loss has no gradient on {module!r} (modules: "
+                         f"{sorted(report[detection_group]['grad_norm'])})")
+    out = collections.OrderedDict()
+    for group, row in report.items():
+        if group == detection_group:
+            continue
+        if group not in weights:
+            raise ValueError(f"loss group {group!r} has no weight in model.distill_weights ({sorted(weights)})")
+        norm = row["grad_norm"].get(module, 0.0)
+        ratio = norm / reference
+        out[group] = {"weight": weights[group], "grad_norm": norm, "ratio": ratio,
+                      "balanced": weights[group] * fraction / ratio if ratio > 0 else None}
+    return out
 
 
 def student_detection_loss(model, batch):

@@ -110,3 +110,22 @@ def test_student_detection_loss_is_the_eval_mode_gt_loss():
     expected = summed(False)
     assert got == pytest.approx(expected, rel=1e-6)
     assert summed(True)["heatmap"] != pytest.approx(expected["heatmap"], rel=1e-3)  # batch statistics differ
+
+
+def test_balanced_weights_by_hand():
+    from mmdet3d.analysis.distill_analysis import balanced_weights
+
+    module = "encoders_student.camera.backbone"
+    report = {"object": {"value": 10.0, "grad_norm": {module: 2.0, "heads_student": 5.0}},
+              "img_feature": {"value": 0.1, "grad_norm": {module: 0.02, "heads_student": 0.0}},
+              "kd_box": {"value": 0.3, "grad_norm": {module: 0.0, "heads_student": 1.0}}}
+    out = balanced_weights(report, {"img_feature": 1.0, "kd_box": 0.25}, 1 / 3, module)
+    assert list(out) == ["img_feature", "kd_box"]
+    # 0.02 / 2.0 = 1 % of the detection gradient at weight 1: weight 1/3 / 0.01 = 33.3 gives a third.
+    assert out["img_feature"]["ratio"] == pytest.approx(0.01)
+    assert out["img_feature"]["balanced"] == pytest.approx(100 / 3)
+    assert out["kd_box"]["ratio"] == 0 and out["kd_box"]["balanced"] is None
+    with pytest.raises(ValueError, match="no gradient on 'neck'"):
+        balanced_weights(report, {"img_feature": 1.0, "kd_box": 0.25}, 1 / 3, "neck")
+    with pytest.raises(ValueError, match="'kd_box' has no weight"):
+        balanced_weights(report, {"img_feature": 1.0}, 1 / 3, module)

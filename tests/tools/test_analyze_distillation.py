@@ -43,3 +43,34 @@ def test_tables_keep_every_column_apart():
     assert re.split(r"\s{2,}", header.strip()) == ["loss group", "value", "cam.vtransform2", "decoder"]
     for row in rows:
         assert len(re.split(r"\s{2,}", row.strip())) == 4 and len(row) == len(header)
+
+
+def test_balance_prints_the_weights_of_the_balancing_rule(tmp_path, capsys):
+    import shutil
+
+    root = write_real_frame_infos(tmp_path / "data")
+    shutil.copy(os.path.join(root, "nuscenes_infos_val.pkl"), os.path.join(root, "nuscenes_infos_train.pkl"))
+    out = tmp_path / "analysis.json"
+    code = load_tool("analyze_distillation").main([SIMDISTILL, "none", "--split", "train", "--samples", "1",
+                                                    "--balance", "0.5", "--json", str(out), *real_data_args(root)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    result = json.loads(out.read_text())
+    module = "encoders_student.camera.backbone"
+    assert result["balance"]["module"] == module and result["balance"]["fraction"] == 0.5
+    detection = result["losses"]["object"]["grad_norm"][module]
+    assert "balanced weight" in captured.out
+    for group in ("img_feature", "plidar_feature", "fusion_feature", "kd_cls", "kd_box"):
+        row = result["balance"]["groups"][group]
+        norm = result["losses"][group]["grad_norm"][module]
+        assert row["ratio"] == norm / detection
+        if norm > 0:
+            assert abs(row["balanced"] - row["weight"] * 0.5 * detection / norm) <= 1e-9 * row["balanced"]
+        else:
+            assert row["balanced"] is None
+
+
+def test_balance_refuses_validation_data(capsys):
+    assert load_tool("analyze_distillation").main([SIMDISTILL, "none", "--split", "val", "--balance", "0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--split train" in err
