@@ -104,6 +104,8 @@ def sample_info(nusc, sample, max_sweeps, with_annotations):
         "ego2global_rotation": pose["rotation"],
         "timestamp": sample["timestamp"],
         "location": nusc.get("log", scene["log_token"])["location"],
+        "scene_token": sample["scene_token"],
+        "prev": sample["prev"],  # the previous key frame's token, "" at the start of a scene
     }
     for cam in CAMERA_ORDER:
         if cam not in sample["data"]:

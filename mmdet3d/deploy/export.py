@@ -35,6 +35,9 @@ def exported_camera_encoder(model):
         if model.official.student_depth_input:
             raise ValueError("model.official.student_depth_input: this student reads LiDAR depth and cannot be "
                              "exported camera-only")
+        if model.bevformer:
+            raise ValueError("model.encoders_student.camera.vtransform: the BEVFormer student's encoder has no ONNX "
+                             "export (only LSS view transforms are exported)")
         return model.encoders_student["camera"]
     if "lidar" in model.encoders:
         raise ValueError("model.encoders.lidar: a model with a LiDAR encoder cannot be exported camera-only")

@@ -341,6 +341,37 @@ def test_ego_rotation_rotates_the_previous_bev():
     assert aligned.sum().item() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_alignment_undoes_each_frames_bev_augmentation():
+    """No motion; the previous BEV was computed with x flipped, the current one with a +90 degree turn: current cell
+    (x, y) is augmented-LiDAR point (x, y) = LiDAR (y, -x), i.e. previous augmented point (-y, -x)."""
+    prev_bev = torch.zeros(1, 1, 180, 180)
+    prev_bev[0, 0, 60, 30] = 1.0                     # previous augmented cell of (-17.7, -35.7)
+    eye = torch.eye(4, dtype=torch.float64)[None]
+    flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64))[None]
+    turn = torch.tensor(rot_z(math.pi / 2))[None]
+    aligned = align_prev_bev(prev_bev, eye, eye, PAPER_RANGE, prev_lidar_aug=flip, curr_lidar_aug=turn)
+    # (-y, -x) = (-17.7, -35.7) -> (x, y) = (35.7, 17.7): cells ((35.7 + 54) / 0.6, (17.7 + 54) / 0.6)
+    assert aligned[0, 0, 149, 119].item() == pytest.approx(1.0, abs=1e-4)
+    assert aligned.sum().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_prev_valid_switches_the_previous_bev_per_sample():
+    """A sample marked without a previous frame gives what it gives with prev_bev=None; the other one is unchanged."""
+    enc = randomize(tiny_encoder(), seed=4).eval()
+    l2i, aug = rig_tensors((32, 88), 2)
+    feats, bev_aug = tiny_features(2), torch.eye(4)[None].repeat(2, 1, 1)
+    prev = torch.randn(2, 8, 4, 3, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        with_prev, _ = enc(feats, l2i, aug, bev_aug, prev)
+        without, _ = enc(feats, l2i, aug, bev_aug)
+        mixed, _ = enc(feats, l2i, aug, bev_aug, prev, prev_valid=torch.tensor([True, False]))
+    torch.testing.assert_close(mixed[0], with_prev[0])
+    torch.testing.assert_close(mixed[1], without[1])
+    assert not torch.allclose(with_prev[1], without[1])
+    with pytest.raises(ValueError, match="prev_valid must be a \\[2\\] bool tensor"):
+        enc(feats, l2i, aug, bev_aug, prev, prev_valid=torch.ones(2))
+
+
 # ------------------------------------------------------------------------------------------------ encoder
 def test_two_samples_in_one_batch_equal_two_batches_of_one():
     enc = randomize(tiny_encoder(), seed=4).eval()

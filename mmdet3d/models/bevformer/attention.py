@@ -62,12 +62,15 @@ class TemporalSelfAttention(nn.Module):
         _xavier(self.value_proj)
         _xavier(self.output_proj)
 
-    def forward(self, query, query_pos, reference_points, bev_shape, prev_bev=None):
+    def forward(self, query, query_pos, reference_points, bev_shape, prev_bev=None, prev_valid=None):
         """query, prev_bev [B, Q, C]; query_pos [Q, C]; reference_points [Q, 2] normalised (x, y);
-        bev_shape (bev_h, bev_w) -> [B, Q, C] (with the residual)."""
+        bev_shape (bev_h, bev_w); prev_valid [B] bool (None: all valid) -> [B, Q, C] (with the residual)."""
         b, q, c = query.shape
         heads, frames, points = self.num_heads, self.num_frames, self.num_points
         prev = query if prev_bev is None else prev_bev
+        if prev_bev is not None and prev_valid is not None:
+            # a sample whose previous frame is missing (first of its scene) attends as if it had none
+            prev = torch.where(prev_valid[:, None, None], prev_bev, query)
         value = self.value_proj(torch.stack([prev, query], 1)).view(b * frames, q, heads, c // heads)
         mixed = torch.cat([prev, query + query_pos], -1)
         offsets = self.sampling_offsets(mixed).view(b, q, heads, frames, 1, points, 2)

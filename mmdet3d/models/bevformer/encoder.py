@@ -58,8 +58,8 @@ class BEVFormerLayer(nn.Module):
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dims) for _ in range(3)])
 
     def forward(self, query, bev_pos, ref_2d, bev_shape, prev_bev, value, spatial_shapes, level_start_index,
-                ref_cam, bev_mask):
-        query = self.norms[0](self.attentions[0](query, bev_pos, ref_2d, bev_shape, prev_bev))
+                ref_cam, bev_mask, prev_valid=None):
+        query = self.norms[0](self.attentions[0](query, bev_pos, ref_2d, bev_shape, prev_bev, prev_valid))
         query = self.norms[1](self.attentions[1](query, value, spatial_shapes, level_start_index, ref_cam, bev_mask))
         return self.norms[2](self.ffns[0](query))
 
@@ -78,7 +78,8 @@ class BEVFormerEncoder(nn.Module):
         num_levels, num_cams: the feature levels and cameras of the input (level and camera embeddings).
 
     ``forward`` takes ``prev_bev`` = a previous frame's ``bev_embed`` already aligned to this frame
-    (``align_prev_bev``); without it temporal self-attention attends to the current queries twice. Ego motion
+    (``align_prev_bev``), and ``prev_valid`` [B] which samples have one; without it temporal self-attention
+    attends to the current queries twice. Ego motion
     enters only through that alignment, so there is no CAN-bus MLP: with the all-zero CAN bus of B.5 it adds one
     constant vector to every query, which a checkpoint converter can fold into ``bev_embedding``.
     """
@@ -140,10 +141,10 @@ class BEVFormerEncoder(nn.Module):
         level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
         return value, spatial_shapes, level_start_index
 
-    def forward(self, mlvl_feats, lidar2image, img_aug_matrix, lidar_aug_matrix, prev_bev=None):
+    def forward(self, mlvl_feats, lidar2image, img_aug_matrix, lidar_aug_matrix, prev_bev=None, prev_valid=None):
         """mlvl_feats: ``num_levels`` tensors [B, N, C, h_l, w_l]; lidar2image, img_aug_matrix [B, N, 4, 4];
-        lidar_aug_matrix [B, 4, 4]; prev_bev [B, C, X, Y] or None."""
-        b = self._check_inputs(mlvl_feats, lidar2image, img_aug_matrix, lidar_aug_matrix, prev_bev)
+        lidar_aug_matrix [B, 4, 4]; prev_bev [B, C, X, Y] or None; prev_valid [B] bool or None (all valid)."""
+        b = self._check_inputs(mlvl_feats, lidar2image, img_aug_matrix, lidar_aug_matrix, prev_bev, prev_valid)
         ref_cam, bev_mask = self.camera_references(lidar2image, img_aug_matrix, lidar_aug_matrix)
         value, spatial_shapes, level_start_index = self.flatten_features(mlvl_feats)
         query = self.bev_embedding.weight[None].expand(b, -1, -1)
@@ -151,11 +152,11 @@ class BEVFormerEncoder(nn.Module):
         prev = None if prev_bev is None else bev_to_queries(prev_bev)
         for layer in self.layers:
             query = layer(query, bev_pos, self.ref_2d, (self.bev_h, self.bev_w), prev, value, spatial_shapes,
-                          level_start_index, ref_cam, bev_mask)
+                          level_start_index, ref_cam, bev_mask, prev_valid)
         bev_embed = bev_to_xy(query, self.bev_h, self.bev_w)
         return self.bev_proj(bev_embed), bev_embed
 
-    def _check_inputs(self, mlvl_feats, lidar2image, img_aug_matrix, lidar_aug_matrix, prev_bev):
+    def _check_inputs(self, mlvl_feats, lidar2image, img_aug_matrix, lidar_aug_matrix, prev_bev, prev_valid):
         name = type(self).__name__
         if not isinstance(mlvl_feats, (list, tuple)) or len(mlvl_feats) != self.num_levels:
             raise ValueError(f"{name}: mlvl_feats must be a list of {self.num_levels} feature levels")
@@ -174,4 +175,8 @@ class BEVFormerEncoder(nn.Module):
         want = (b, self.embed_dims, self.bev_w, self.bev_h)
         if prev_bev is not None and tuple(prev_bev.shape) != want:
             raise ValueError(f"{name}: prev_bev must be {list(want)} ([B, C, X, Y]), got {list(prev_bev.shape)}")
+        if prev_valid is not None and (prev_bev is None or prev_valid.dtype != torch.bool
+                                       or tuple(prev_valid.shape) != (b,)):
+            raise ValueError(f"{name}: prev_valid must be a [{b}] bool tensor and come with prev_bev, got "
+                             f"{prev_valid.dtype} {list(prev_valid.shape)}")
         return b

@@ -109,15 +109,23 @@ def warp_bev(bev, curr2prev, pc_range):
                          align_corners=False)
 
 
-def align_prev_bev(prev_bev, prev_ego2global, curr_ego2global, pc_range, lidar2ego=None):
+def align_prev_bev(prev_bev, prev_ego2global, curr_ego2global, pc_range, lidar2ego=None, prev_lidar_aug=None,
+                   curr_lidar_aug=None):
     """The previous frame's ``[B, C, X, Y]`` BEV expressed on the current frame's grid (``frame_motion`` +
-    ``warp_bev``). Frames with BEV augmentation need their augmentations composed into ``warp_bev``'s matrix."""
+    ``warp_bev``). A BEV computed in an augmented LiDAR frame gives its ``[B, 4, 4]`` augmentation
+    (``lidar_aug_matrix``, LiDAR -> augmented LiDAR) as ``prev_lidar_aug`` / ``curr_lidar_aug``."""
     if prev_bev.dim() != 4:
         raise ValueError(f"align_prev_bev: prev_bev must be [B, C, X, Y], got {list(prev_bev.shape)}")
+    optional = ("lidar2ego", "prev_lidar_aug", "curr_lidar_aug")
     for name, m in (("prev_ego2global", prev_ego2global), ("curr_ego2global", curr_ego2global),
-                    ("lidar2ego", lidar2ego)):
-        if m is None and name != "lidar2ego":
+                    ("lidar2ego", lidar2ego), ("prev_lidar_aug", prev_lidar_aug), ("curr_lidar_aug", curr_lidar_aug)):
+        if m is None and name not in optional:
             raise ValueError(f"align_prev_bev: {name} is missing")
         if m is not None and (m.dim() != 3 or tuple(m.shape[1:]) != (4, 4) or m.shape[0] != prev_bev.shape[0]):
             raise ValueError(f"align_prev_bev: {name} must be [{prev_bev.shape[0]}, 4, 4], got {list(m.shape)}")
-    return warp_bev(prev_bev, frame_motion(prev_ego2global, curr_ego2global, lidar2ego), pc_range)
+    curr2prev = frame_motion(prev_ego2global, curr_ego2global, lidar2ego)
+    if curr_lidar_aug is not None:
+        curr2prev = curr2prev @ torch.inverse(curr_lidar_aug.double())
+    if prev_lidar_aug is not None:
+        curr2prev = prev_lidar_aug.double() @ curr2prev
+    return warp_bev(prev_bev, curr2prev, pc_range)

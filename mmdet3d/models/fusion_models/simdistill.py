@@ -6,6 +6,8 @@ Student (images only):
                      \-> vtransform2 -> camera BEV  ----------------------> fuser_student -> decoder -> CenterHead
 Losses: GT detection + IMD (camera BEV vs teacher camera BEV) + CMD (trans_student(sim-LiDAR BEV) vs teacher LiDAR
 BEV, object-masked) + MMD-F (fused vs teacher fused) + MMD-P (heatmap and box KD).
+The BEVFormer student (VARIANTS.md B.5) makes ``vtransform`` a ``BEVFormerEncoder`` over every neck level (with the
+previous key frame's BEV when ``temporal``); ``vtransform2`` then reads the neck level of the teacher's stride.
 
 The teacher modules keep BEVFusion's names (``encoders``, ``fuser``, ``decoder``, ``heads``), the student's get
 ``*_student`` and the GCM is ``deformAttn``, as in the released code, so its checkpoints map key for key.
@@ -21,9 +23,11 @@ from mmdet3d.models.losses import distill
 from mmdet3d.registry import MODELS
 from mmdet3d.utils.checkpoint import extract_state_dict, load_state_dict_checked, read_checkpoint
 
+from ..bevformer.checkpoint import load_bevformer_weights
 from .bevfusion import BEVFusion, CAMERA_MATRICES, attach_tokens, build_camera_encoder, build_decoder, build_heads, \
     set_frozen
 from .gcm import BEVDeformableAttention
+from .temporal import previous_bev
 
 DISTILL_FLAGS = ("fusion_feature", "plidar_feature", "plidar_mask", "img_feature", "prediction_distill",
                  "bev_DeformAttn")
@@ -56,22 +60,33 @@ class OfficialSwitches:
         return cls(**cfg)
 
 
-STUDENT_CAMERA_PARTS = ("backbone", "neck")
+STUDENT_CAMERA_PARTS = ("backbone", "neck")    # start from the teacher's where they have its tensors
+SIM_LIDAR_ENCODERS = ("BEVFormerEncoder",)      # what may replace the sim-LiDAR view transform
 
 
 def student_camera_config(camera_cfg, depth_input, student_cfg=None):
     """The student's camera encoder: the teacher's, with a camera-only view transform unless LiDAR depth is fed, and
-    with the ``backbone``/``neck`` that ``student_cfg`` (``model.encoders_student.camera``) gives instead."""
+    with the ``backbone``/``neck`` that ``student_cfg`` (``model.encoders_student.camera``) gives instead.
+
+    ``vtransform`` is the sim-LiDAR branch, ``vtransform2`` the camera branch; both are that view transform unless
+    ``student_cfg`` gives a ``vtransform`` of ``SIM_LIDAR_ENCODERS`` (the BEVFormer student, VARIANTS.md B.5),
+    which then replaces the sim-LiDAR branch only."""
     cfg = copy.deepcopy(dict(camera_cfg))
-    unknown = set(student_cfg or {}) - set(STUDENT_CAMERA_PARTS)
+    student_cfg = copy.deepcopy(dict(student_cfg or {}))
+    unknown = set(student_cfg) - set(STUDENT_CAMERA_PARTS) - {"vtransform"}
     if unknown:
-        raise ValueError(f"model.encoders_student.camera: only {list(STUDENT_CAMERA_PARTS)} can differ from the "
-                         f"teacher's, got {sorted(unknown)}")
-    cfg.update(copy.deepcopy(dict(student_cfg or {})))
+        raise ValueError(f"model.encoders_student.camera: only {list(STUDENT_CAMERA_PARTS)} and a sim-LiDAR "
+                         f"vtransform can differ from the teacher's, got {sorted(unknown)}")
+    sim_lidar = student_cfg.pop("vtransform", None)
+    if sim_lidar is not None and sim_lidar.get("type") not in SIM_LIDAR_ENCODERS:
+        raise ValueError(f"model.encoders_student.camera.vtransform.type must be one of {list(SIM_LIDAR_ENCODERS)} "
+                         f"(the camera branch is always the teacher's transform), got {sim_lidar.get('type')!r}")
+    cfg.update(student_cfg)
     vtransform = dict(cfg["vtransform"])
     if not depth_input:
         vtransform["type"] = "LSSTransform"
-    cfg["vtransform"] = vtransform
+    cfg["vtransform"] = dict(sim_lidar) if sim_lidar is not None else vtransform
+    cfg["vtransform2"] = vtransform
     return cfg
 
 
@@ -98,12 +113,18 @@ class SimDistill(BEVFusion):
         encoders: the teacher encoders, plus the original's flags ``fusion_feature``, ``plidar_feature``,
             ``plidar_mask``, ``img_feature``, ``prediction_distill``, ``bev_DeformAttn``.
         encoders_student: ``{camera: {backbone, neck}}``, the student's own camera backbone and neck; a part not
-            given is the teacher's architecture.
+            given is the teacher's architecture. ``camera.vtransform: {type: BEVFormerEncoder, ...}`` makes the
+            sim-LiDAR branch a BEVFormer encoder over all neck levels (VARIANTS.md B.5); the camera branch stays the
+            camera-only LSS on the neck level of the teacher's feature size.
+        temporal: (BEVFormer student) feed the previous key frame's BEV, computed from the batch's ``prev_*``
+            inputs (``temporal.py``) and aligned by ego motion, to the encoder's temporal self-attention.
+        bevformer_checkpoint: (BEVFormer student) a ``bevformer_r101_dcn_24ep.pth``-layout file for the student
+            backbone, neck and encoder (``bevformer/checkpoint.py``), loaded after the teacher.
     """
 
     def __init__(self, encoders, decoder, heads, fuser, fuser_student, trans_student, teacher_checkpoint=None,
-                 distill_weights=None, official=None, gcm=None, encoders_student=None, data_preprocessor=None,
-                 init_cfg=None):
+                 distill_weights=None, official=None, gcm=None, encoders_student=None, temporal=False,
+                 bevformer_checkpoint=None, data_preprocessor=None, init_cfg=None):
         super().__init__(encoders=encoders, decoder=decoder, heads=heads, fuser=fuser,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if set(self.encoders) != {"camera", "lidar"}:
@@ -117,9 +138,19 @@ class SimDistill(BEVFusion):
 
         camera_cfg = student_camera_config(encoders["camera"], self.official.student_depth_input,
                                            (encoders_student or {}).get("camera"))
+        self.bevformer = camera_cfg["vtransform"]["type"] in SIM_LIDAR_ENCODERS
+        if self.bevformer and self.official.shared_vtransform:
+            raise ValueError("model.official.shared_vtransform: one view transform cannot serve both branches of the "
+                             "BEVFormer student")
+        if temporal and not self.bevformer:
+            raise ValueError("model.temporal: only the BEVFormer student (encoders_student.camera.vtransform.type "
+                             "BEVFormerEncoder) has a temporal input")
+        self.temporal = bool(temporal)
         self.encoders_student = torch.nn.ModuleDict({"camera": build_camera_encoder(camera_cfg)})
         if not self.official.shared_vtransform:
-            self.encoders_student["camera"]["vtransform2"] = MODELS.build(camera_cfg["vtransform"])
+            self.encoders_student["camera"]["vtransform2"] = MODELS.build(camera_cfg["vtransform2"])
+        if self.bevformer:
+            check_same_grid(self.encoders_student["camera"]["vtransform"], camera_cfg["vtransform2"])
         self.fuser_student = MODELS.build(fuser_student)
         self.decoder_student = build_decoder(decoder)
         self.heads_student = build_heads(heads)
@@ -127,9 +158,9 @@ class SimDistill(BEVFusion):
         # weights whichever flags are on: ablations and the baseline then differ from SimDistill only by the losses.
         if self.flags["bev_DeformAttn"]:
             gcm_cfg = dict(gcm or {})
-            channels = camera_cfg["vtransform"]["out_channels"]
-            gcm_cfg.setdefault("bev_h", bev_cells(camera_cfg["vtransform"], "xbound"))
-            gcm_cfg.setdefault("bev_w", bev_cells(camera_cfg["vtransform"], "ybound"))
+            channels = camera_cfg["vtransform2"]["out_channels"]
+            gcm_cfg.setdefault("bev_h", bev_cells(camera_cfg["vtransform2"], "xbound"))
+            gcm_cfg.setdefault("bev_w", bev_cells(camera_cfg["vtransform2"], "ybound"))
             self.deformAttn = BEVDeformableAttention(channels=channels, corner_reference=self.official.corner_reference,
                                                      **gcm_cfg)
         if self.flags["plidar_feature"]:
@@ -137,6 +168,10 @@ class SimDistill(BEVFusion):
 
         if teacher_checkpoint:
             self.load_teacher(teacher_checkpoint)
+        if bevformer_checkpoint:
+            if not self.bevformer:
+                raise ValueError("model.bevformer_checkpoint: the student has no BEVFormer encoder")
+            load_bevformer_weights(self.encoders_student["camera"], bevformer_checkpoint)
         self.freeze_teacher()
 
     # Training needs model.teacher_checkpoint (the runner checks it before anything is written).
@@ -185,18 +220,27 @@ class SimDistill(BEVFusion):
         return self
 
     # ------------------------------------------------------------------------------------------------ student
+    def student_features(self, img):
+        """The student neck's levels, each [B, N, C, h, w], for images [B, N, 3, H, W]."""
+        encoder = self.encoders_student["camera"]
+        b, n = img.shape[:2]
+        feats = encoder["neck"](encoder["backbone"](img.flatten(0, 1)))
+        feats = [feats] if isinstance(feats, torch.Tensor) else list(feats)
+        return [f.view(b, n, *f.shape[1:]) for f in feats]
+
     def student_bev(self, batch):
         """(sim-LiDAR BEV after the GCM, camera BEV), each [B, C, X, Y]."""
         encoder = self.encoders_student["camera"]
-        img = batch["img"]
-        b, n = img.shape[:2]
-        feats = encoder["neck"](encoder["backbone"](img.flatten(0, 1)))
-        if not isinstance(feats, torch.Tensor):
-            feats = feats[0]
-        feats = feats.view(b, n, *feats.shape[1:])
+        levels = self.student_features(batch["img"])
+        feats = matching_level(levels, encoder["vtransform2"]) if self.bevformer else levels[0]
         points = batch.get("points") if self.official.student_depth_input else None
         args = (feats, points, *(batch[k] for k in CAMERA_MATRICES))
-        sim_lidar, _ = encoder["vtransform"](*args, metas=batch.get("metas"))
+        if self.bevformer:
+            prev_bev, prev_valid = previous_bev(self, batch) if self.temporal else (None, None)
+            sim_lidar, _ = encoder["vtransform"](levels, batch["lidar2image"], batch["img_aug_matrix"],
+                                                 batch["lidar_aug_matrix"], prev_bev=prev_bev, prev_valid=prev_valid)
+        else:
+            sim_lidar, _ = encoder["vtransform"](*args, metas=batch.get("metas"))
         second = encoder["vtransform"] if self.official.shared_vtransform else encoder["vtransform2"]
         camera, _ = second(*args, metas=batch.get("metas"))
         if self.flags["bev_DeformAttn"]:
@@ -284,6 +328,28 @@ class SimDistill(BEVFusion):
                 gather_box_code(s_task, inds), gather_box_code(t_task, inds), targets.masks[t], code_weights,
                 off.kd_losses)
         return losses
+
+
+def check_same_grid(bevformer, lss_cfg):
+    """The BEVFormer branch (a built ``BEVFormerEncoder``) must give the LSS branch's channels on the LSS branch's
+    cells (the fuser and GCM take both), VARIANTS.md B.5."""
+    x_min, y_min, _, x_max, y_max, _ = bevformer.bev_pc_range
+    got = (bevformer.bev_proj[0].out_channels, bevformer.bev_w, bevformer.bev_h, x_min, x_max, y_min, y_max)
+    want = (lss_cfg["out_channels"], bev_cells(lss_cfg, "xbound"), bev_cells(lss_cfg, "ybound"),
+            *(float(v) for v in lss_cfg["xbound"][:2]), *(float(v) for v in lss_cfg["ybound"][:2]))
+    if got != want:
+        raise ValueError(f"model.encoders_student.camera.vtransform: BEVFormerEncoder (out_channels, bev_w, bev_h, "
+                         f"x range, y range) = {got} must equal the camera branch's (channels, X, Y, xbound, ybound) "
+                         f"= {want}")
+
+
+def matching_level(levels, transform):
+    """The neck level of the view transform's ``feature_size`` (the teacher's feature stride)."""
+    for feats in levels:
+        if tuple(feats.shape[-2:]) == tuple(transform.feature_size):
+            return feats
+    raise ValueError(f"student neck: no level of size {list(transform.feature_size)} (vtransform2.feature_size) "
+                     f"among {[list(f.shape[-2:]) for f in levels]}")
 
 
 def gather_box_code(task_preds, inds):
