@@ -7,6 +7,7 @@ Timed: ``model(mode="predict", **batch)`` from a collated batch already on the d
 NMS (left on the device); data loading and host copies are excluded. The batch is the first samples of
 ``data.val`` when its info file exists, else a fabricated batch of the same shapes (said in the protocol). Without
 CKPT the weights are random, which changes how many boxes reach NMS. For SimDistill only the student runs.
+Peak memory: on CUDA the peak of allocated tensors during the timed iterations, on the CPU the process's peak RSS.
 
 With ``--onnx FILE``: the graph ``tools/export_onnx.py`` wrote from CKPT is timed in the same run, on the same batch
 and with the same protocol (onnxruntime's CUDA provider on ``--device cuda`` when it has one, else its CPU
@@ -236,12 +237,15 @@ def run_inference(args, cfg, device):
                            sum(p.numel() for p in model.parameters()))
     print(format_protocol(protocol), flush=True)
 
+    bench.reset_peak_memory(device)
     times = bench.time_latency(model, batch, args.iters, args.warmup, args.precision, device)
+    memory = bench.peak_memory(device)
     rows, hooked = bench.time_breakdown(model, batch, args.iters, args.precision, device)
     latency = bench.summarize(times)
     hooked_summary = bench.summarize(hooked)
     print(format_results(latency, rows, hooked_summary["mean"]), flush=True)
-    result = {"protocol": protocol, "latency_ms": dict(latency, iterations=times),
+    print(f"peak memory: {memory['mib']:.0f} MiB ({memory['kind']})", flush=True)
+    result = {"protocol": protocol, "latency_ms": dict(latency, iterations=times), "peak_memory": memory,
               "breakdown": {"total_ms": hooked_summary["mean"], "total_ms_stats": hooked_summary,
                             "other_ms": hooked_summary["mean"] - sum(r["mean_ms"] for r in rows),
                             "modules": rows}}

@@ -139,6 +139,23 @@ def _synchronizer(device):
     return lambda: None
 
 
+def reset_peak_memory(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device):
+    """``{"mib": float, "kind": str}``: on CUDA the peak of allocated tensors since ``reset_peak_memory``; on the
+    CPU the process's peak resident set (model, data and activations; it cannot be reset)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {"mib": torch.cuda.max_memory_allocated(device) / 2 ** 20, "kind": "CUDA peak allocated (torch)"}
+    import resource
+
+    return {"mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "kind": "process peak RSS"}
+
+
 def summarize(times_ms):
     """mean, median, p90, min, max, std (ms) of a list of iteration times."""
     t = np.asarray(times_ms, dtype=np.float64)

@@ -163,6 +163,10 @@ def test_cli_on_a_fabricated_batch_writes_protocol_and_breakdown(tmp_path, capsy
     assert protocol["input_shapes"]["img"] == [1, 6, 3, 32, 88]
     assert 0 < protocol["parameters_used_at_inference"] <= protocol["parameters_total"]
     check_result(result, iters=2)
+    # The process holds at least the fp32 weights; ru_maxrss is KiB on Linux, hence the MiB conversion.
+    assert result["peak_memory"]["kind"] == "process peak RSS"
+    assert result["peak_memory"]["mib"] >= protocol["parameters_total"] * 4 / 2 ** 20
+    assert f"peak memory: {result['peak_memory']['mib']:.0f} MiB" in printed
     stages = [m["stage"] for m in result["breakdown"]["modules"]]
     assert stages == ["camera backbone", "camera neck", "view transform", "decoder backbone", "decoder neck",
                       "head forward", "decoding + NMS"]
