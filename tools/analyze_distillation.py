@@ -15,9 +15,11 @@ from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, 
 
 With ``--balance FRACTION`` (training split only: loss weights are never set on validation data) it also prints,
 per distillation loss, its gradient norm on ``--balance-module`` (default the student's camera backbone) relative to
-the detection loss's and the weight that would make that ratio FRACTION. This is how the weights of
-``configs/synthetic/det/simdistill.yaml`` were set (FRACTION about 1/3, on the teacher and an untrained student,
-CKPT ``none``); the weights scale a loss's gradient linearly, so one measurement suffices.
+the detection loss's and the weight that would make that ratio FRACTION (a weight scales its loss's gradient
+linearly, so one measurement per checkpoint suffices). The ratios move during training: the feature losses' grow by
+~50-100x over the first 800 iterations, as the detection gradient shrinks. ``configs/synthetic/det/simdistill.yaml``'s
+weights were set with FRACTION about 1/3 on a trained student; the experiment spec's ``balanced_at_init`` arm uses the
+weights measured at the start (CKPT ``none``). See README, "Loss weights".
 """
 import argparse
 import json
