@@ -24,8 +24,8 @@ import sys
 import torch
 from tqdm import tqdm
 
-from mmdet3d.analysis.depth_quality import (bin_depths, depth_quality, fit_depth_probe, lidar_bins, predicted_depth,
-                                            probe_features)
+from mmdet3d.analysis.depth_quality import (bin_depths, depth_quality, depth_vtransform, fit_depth_probe, lidar_bins,
+                                            predicted_depth, probe_features)
 from mmdet3d.analysis.samples import build_split, spread_indices
 from mmdet3d.datasets import collate
 from mmdet3d.datasets.collate import to_device
@@ -104,6 +104,7 @@ def main(argv=None):
         if args.probe:
             probe_counts(args.probe)
         model = MODELS.build(cfg.model)
+        depth_vtransform(model)
         if args.checkpoint.lower() != "none":
             load_checkpoint(model, args.checkpoint)
         model.eval()

@@ -12,8 +12,8 @@ from mmdet3d.models.vtransforms.base import make_depthnet
 from mmdet3d.models.vtransforms.depth_lss import lidar_depth_image
 from mmdet3d.models.vtransforms.oracle_depth import one_hot_depth
 
-__all__ = ["bin_depths", "camera_encoder", "depth_quality", "fit_depth_probe", "lidar_bins", "predicted_depth",
-           "probe_features"]
+__all__ = ["bin_depths", "camera_encoder", "depth_quality", "depth_vtransform", "fit_depth_probe", "lidar_bins",
+           "predicted_depth", "probe_features"]
 
 
 def camera_encoder(model):
@@ -24,9 +24,19 @@ def camera_encoder(model):
     return encoders["camera"]
 
 
+def depth_vtransform(model):
+    """The camera view transform, if it lifts with depth bins (LSS-style); a BEVFormer encoder samples image features
+    at 3D reference points instead and predicts no depth to score."""
+    vtransform = camera_encoder(model)["vtransform"]
+    if not hasattr(vtransform, "frustum"):
+        raise ValueError(f"the camera view transform {type(vtransform).__name__} predicts no depth distribution; only "
+                         "the LSS-style transforms (a frustum of depth bins) can be scored")
+    return vtransform
+
+
 def bin_depths(model):
     """Depth (m) of each of the camera view transform's D bins, [D]."""
-    return camera_encoder(model)["vtransform"].frustum[:, 0, 0, 2]
+    return depth_vtransform(model).frustum[:, 0, 0, 2]
 
 
 @torch.no_grad()
@@ -44,7 +54,7 @@ def lidar_bins(model, batch):
     cell holds no point)."""
     if batch.get("points") is None:
         raise ValueError("the batch has no LiDAR points: the depth is scored against them")
-    vtransform = camera_encoder(model)["vtransform"]
+    vtransform = depth_vtransform(model)
     lidar = lidar_depth_image(batch["points"], batch["lidar2image"], batch["img_aug_matrix"],
                               batch["lidar_aug_matrix"], vtransform.image_size)
     bins = bin_depths(model)
@@ -57,7 +67,7 @@ def predicted_depth(model, batch):
     """``(depth probabilities [B*N, D, fH, fW], LiDAR one-hot bins of the same shape)`` for a collated batch with
     points; the model is run in eval mode up to its view transform."""
     target = lidar_bins(model, batch)
-    vtransform = camera_encoder(model)["vtransform"]
+    vtransform = depth_vtransform(model)
     _, depth = vtransform(probe_features(model, batch), batch["points"], *(batch[k] for k in CAMERA_MATRICES),
                           metas=batch.get("metas"))
     return depth, target

@@ -65,3 +65,12 @@ def test_cli_probes_the_pretrained_features(tmp_path, capsys):
     assert "depth probes fitted on 1 train samples" in captured.out
     assert load_tool("analyze_depth").main([CAMERA_LSS, "none", "--probe", "a,b", *real_data_args(root)]) == 2
     assert "--probe" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_bevformer_student_in_one_line(tmp_path, capsys):
+    """BEVFormer samples image features at 3D reference points: it has no depth distribution to score."""
+    root = write_real_frame_infos(tmp_path / "data")
+    config = os.path.join(REPO, "configs", "synthetic", "det", "simdistill_bevformer.yaml")
+    assert load_tool("analyze_depth").main([config, "none", "--samples", "1", *real_data_args(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "BEVFormerEncoder predicts no depth distribution" in err
