@@ -1,6 +1,6 @@
 """Runs an experiment spec: the dataset, the teacher, then arms x seeds of trainings; resumable and parallel.
 
-    python tools/experiment.py SPEC.yaml [--workers K] [--dry-run]
+    python tools/experiment.py SPEC.yaml [--workers K] [--dry-run | --summarize]
 
 Builds what is missing and nothing else: the generated dataset (``dataset.generator``) when its root has no info
 files, the pretrained camera backbone (``pretrain``) when its file is absent, the teacher (``teacher.config``, trained
@@ -11,7 +11,9 @@ fails is reported with the last lines of its log (``<run dir>/experiment.log``) 
 
 Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics", "wall_s", "config_sha"}],
 "failed"}``) and ``results.md`` (per arm mean ± std and per-seed values, relative change against
-``reference``) into the spec's ``results_dir``, also when some runs failed. ``wall_s`` adds up the training
+``reference``) into the spec's ``results_dir`` after every finished run, so they are current also when the runner
+is stopped or some runs failed (runs not finished yet are listed by name); ``--summarize`` rewrites them from the
+finished runs without training. ``wall_s`` adds up the training
 attempts the runner saw end (an attempt cut off by killing the runner itself is not counted). See
 ``mmdet3d/apis/experiment.py`` for the spec's keys.
 """
@@ -44,6 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=1, help="trainings at once (default 1)")
     parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                         help="print what would run, with each run's state, and stop")
+    parser.add_argument("--summarize", action="store_true",
+                        help="write results.json / results.md from the runs finished so far, train nothing")
     return parser.parse_args(argv)
 
 
@@ -112,8 +116,8 @@ def prepare_pretrained(spec, dry_run):
 class Scheduler:
     """Launches runs as ``tools/train.py`` processes, at most ``workers`` at once, and records each attempt."""
 
-    def __init__(self, workers, bar):
-        self.workers, self.bar = workers, bar
+    def __init__(self, workers, bar, on_finish=None):
+        self.workers, self.bar, self.on_finish = workers, bar, on_finish
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.active = {}
         self.finished, self.failed = [], []
@@ -140,6 +144,8 @@ class Scheduler:
                 state["wall_s"] = round(sum(a["wall_s"] for a in state["attempts"]), 1)
             exp.write_state(run, state)
             self.report(run, state, ok, process.returncode)
+            if self.on_finish:
+                self.on_finish()
 
     def report(self, run, state, ok, code):
         self.bar.update(1)
@@ -180,16 +186,20 @@ def collect(run, metrics_names=None):
 
 
 def write_results(spec, runs, teacher, failed):
-    rows = [collect(r, spec["metrics"]) for r in runs if exp.status(r) == "done"]
+    """The finished runs' results; runs that failed or are not finished yet are listed by name."""
+    done = [r for r in runs if exp.status(r) == "done"]
+    rows = [collect(r, spec["metrics"]) for r in done]
     teacher_row = collect(teacher, spec["metrics"]) if teacher and exp.status(teacher) == "done" else None
     table = exp.summarize(rows, spec["metrics"], spec["reference"])
-    result = {"spec": spec, "teacher": teacher_row, "runs": rows, "summary": table,
-              "failed": [r.label for r in failed]}
+    failed_labels = [r.label for r in failed]
+    unfinished = [r.label for r in runs if r not in done and r.label not in failed_labels]
+    result = {"spec": spec, "teacher": teacher_row, "runs": rows, "summary": table, "failed": failed_labels,
+              "unfinished": unfinished}
     os.makedirs(spec["results_dir"], exist_ok=True)
     json_path = os.path.join(spec["results_dir"], "results.json")
     md_path = os.path.join(spec["results_dir"], "results.md")
     atomic_write_bytes((json.dumps(result, indent=2) + "\n").encode(), json_path)
-    atomic_write_bytes(exp.format_markdown(spec, table, teacher_row, result["failed"]).encode(), md_path)
+    atomic_write_bytes(exp.format_markdown(spec, table, teacher_row, failed_labels, unfinished).encode(), md_path)
     return json_path, md_path
 
 
@@ -210,6 +220,10 @@ def main(argv=None):
         spec = exp.load_spec(args.spec)
         teacher = exp.teacher_run(spec)
         runs = exp.grid(spec)
+        if args.summarize:
+            json_path, md_path = write_results(spec, runs, teacher, [])
+            print(f"results of the finished runs: {json_path}, {md_path}")
+            return 0
         if args.dry_run:
             prepare_dataset(spec, True)
             prepare_pretrained(spec, True)
@@ -237,7 +251,8 @@ def main(argv=None):
           + (", teacher" if teacher else "") + f"; {len(todo)} to train, {args.workers} at a time")
     bar = tqdm(total=len(runs) + (1 if teacher else 0), initial=len(runs) + bool(teacher) - len(todo),
                unit="run", desc="experiment")
-    scheduler = Scheduler(args.workers, bar)
+    # Results are rewritten after every finished run, so a runner stopped midway leaves them current.
+    scheduler = Scheduler(args.workers, bar, on_finish=lambda: write_results(spec, runs, teacher, scheduler.failed))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         prepare_dataset(spec, False)

@@ -258,7 +258,7 @@ def summarize(results, metrics, reference):
     table = {}
     for arm, rows in arms.items():
         rows = sorted(rows, key=lambda r: r["seed"])
-        entry = {"seeds": [r["seed"] for r in rows], "metrics": {}}
+        entry = {"seeds": [r["seed"] for r in rows], "metrics": {}, "wall_s": [r.get("wall_s") for r in rows]}
         for name in metrics:
             values = [r["metrics"].get(name) for r in rows]
             values = [v for v in values if v is not None]
@@ -274,7 +274,7 @@ def summarize(results, metrics, reference):
     return table
 
 
-def format_markdown(spec, table, teacher=None, failed=()):
+def format_markdown(spec, table, teacher=None, failed=(), unfinished=()):
     metrics = spec["metrics"]
     lines = [f"# {spec['name']}", "",
              f"Per arm: mean ± std over seeds (sample std), then the per-seed values; relative change of the mean "
@@ -282,8 +282,8 @@ def format_markdown(spec, table, teacher=None, failed=()):
     if teacher:
         values = "  ".join(f"{m} {teacher['metrics'][m]:.4f}" for m in metrics if teacher["metrics"].get(m) is not None)
         lines += [f"Teacher: {values}", ""]
-    lines += ["| arm | seeds | " + " | ".join(metrics) + " | " + " | ".join(f"Δ{m}" for m in metrics[:2]) + " |",
-              "|---|---|" + "---|" * (len(metrics) + 2)]
+    lines += ["| arm | seeds | " + " | ".join(metrics) + " | " + " | ".join(f"Δ{m}" for m in metrics[:2])
+              + " | wall per run (min) |", "|---|---|" + "---|" * (len(metrics) + 3)]
     for arm, entry in table.items():
         cells = []
         for name in metrics:
@@ -296,7 +296,11 @@ def format_markdown(spec, table, teacher=None, failed=()):
         for name in metrics[:2]:
             rel = entry["metrics"].get(name, {}).get("relative")
             cells.append("ref." if arm == spec["reference"] else ("–" if rel is None else f"{100 * rel:+.1f} %"))
+        walls = [w for w in entry.get("wall_s", []) if w is not None]
+        cells.append(", ".join(f"{w / 60:.0f}" for w in walls) or "–")
         lines.append(f"| {arm} | {', '.join(map(str, entry['seeds']))} | " + " | ".join(cells) + " |")
     if failed:
         lines += ["", "Failed (not in the table): " + ", ".join(failed)]
+    if unfinished:
+        lines += ["", "Not finished yet (not in the table): " + ", ".join(unfinished)]
     return "\n".join(lines) + "\n"

@@ -108,6 +108,22 @@ def test_rerun_skips_finished_runs(grid):
     assert os.stat(checkpoint).st_mtime_ns == before
 
 
+def test_summarize_rewrites_the_results_of_the_finished_runs(grid):
+    root, spec, _ = grid
+    results_path = root / "toy_grid" / "results.json"
+    with open(results_path) as f:
+        before = json.load(f)
+    results_path.unlink()
+    result = run_experiment(spec, "--summarize")
+    assert "results of the finished runs" in result.stdout and "done    " not in result.stdout
+    with open(results_path) as f:
+        after = json.load(f)
+    assert after["runs"] == before["runs"] and after["summary"] == before["summary"]
+    assert after["teacher"] == before["teacher"] and after["unfinished"] == ["broken seed 0"]
+    walls = ", ".join(f"{r['wall_s'] / 60:.0f}" for r in after["runs"] if r["arm"] == "wide")
+    assert walls and f"| {walls} |" in (root / "toy_grid" / "results.md").read_text()
+
+
 def test_changed_config_is_refused_not_reused(grid, tmp_path):
     root, spec, _ = grid
     with open(spec) as f:
@@ -123,7 +139,7 @@ def test_changed_config_is_refused_not_reused(grid, tmp_path):
 
 def test_resumes_a_run_after_the_runner_is_killed(grid):
     root, _, _ = grid
-    spec = write_spec(root, "toy_kill", [{"name": "wide", "seeds": [1]}], teacher=False,
+    spec = write_spec(root, "toy_kill", [{"name": "wide", "seeds": [0, 1]}], teacher=False,
                       overrides={"max_epochs": 2, "data.train.delay": 0.1})
     run_dir = root / "toy_kill" / "wide" / "seed_1"
     process = subprocess.Popen([sys.executable, EXPERIMENT, spec], cwd=REPO, env=env(),
@@ -135,13 +151,18 @@ def test_resumes_a_run_after_the_runner_is_killed(grid):
     process.wait()
     time.sleep(1.0)  # the training dies with the runner (PR_SET_PDEATHSIG)
     assert (run_dir / "latest.pth").exists() and not (run_dir / "epoch_2.pth").exists()
+    with open(root / "toy_kill" / "results.json") as f:
+        midway = json.load(f)  # written when seed 0 finished, before the kill
+    assert [r["seed"] for r in midway["runs"]] == [0] and midway["unfinished"] == ["wide seed 1"]
+    assert "Not finished yet (not in the table): wide seed 1" in (root / "toy_kill" / "results.md").read_text()
 
     result = run_experiment(spec)
     assert "1 to train" in result.stdout
     log = (run_dir / "experiment.log").read_text()
     assert "resuming" in log and str(run_dir / "latest.pth") in log
     with open(root / "toy_kill" / "results.json") as f:
-        row = json.load(f)["runs"][0]
+        row = json.load(f)["runs"][1]
+    assert row["seed"] == 1
     # The toy model resumes exactly; the same run uninterrupted gives the same metrics.
     reference = write_spec(root, "toy_ref", [{"name": "wide", "seeds": [1]}], teacher=False,
                            overrides={"max_epochs": 2})
@@ -165,7 +186,8 @@ def test_shipped_specs_resolve_every_arm(name, seeds):
 
     spec = exp.load_spec(os.path.join(REPO, "configs", "experiments", name))
     names = [arm["name"] for arm in spec["arms"]]
-    assert names == ["baseline", "simdistill", "no_imd", "no_cmd", "no_mmd_f", "no_mmd_p", "no_gcm", "paper_weights"]
+    assert names[:8] == ["baseline", "simdistill", "no_imd", "no_cmd", "no_mmd_f", "no_mmd_p", "no_gcm",
+                         "paper_weights"]
     assert spec["reference"] == "baseline" and spec["teacher"]["config"]
     runs = {(r.arm, r.seed): r.resolved() for r in exp.grid(spec)}
     for arm, count in seeds.items():
@@ -183,3 +205,5 @@ def test_shipped_specs_resolve_every_arm(name, seeds):
             assert all(cfg.model.encoders[k] for k in switches.values())
     assert runs[("paper_weights", 0)].model.distill_weights.kd_cls == 0.25
     assert runs[("simdistill", 0)].model.distill_weights.kd_cls == 25.0
+    if "balanced_at_init" in names:
+        assert runs[("balanced_at_init", 0)].model.distill_weights.img_feature == 2800.0
