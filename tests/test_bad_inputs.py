@@ -2,7 +2,6 @@
 file or key, and leaves no run directory, checkpoint or output file half-written. On the tiny generated dataset of
 ``conftest.synthetic_root`` with a shrunk camera-only model (seconds per run)."""
 import glob
-import importlib.util
 import os
 import pickle
 import shutil
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tools import load_tool
 from mmdet3d.datasets.pipelines import load_points_file
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -23,10 +23,7 @@ TINY = ["--image_size", "[32, 88]", "--source_image_size", "[64, 112]",
 
 
 def tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool(name).main
 
 
 def error_line(capsys, tool_name):

@@ -1,6 +1,5 @@
 """2D-only backbone pretraining on generated images (``mmdet3d.apis.pretrain``, ``tools/pretrain_backbone.py``) and
 the way its checkpoint reaches teacher and student through ``pretrained_camera``."""
-import importlib.util
 import os
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.tools import load_tool
 import mmdet3d.models  # noqa: F401  (registers the models)
 from mmdet3d.apis.pretrain import crop_like_test_pipeline, segmentation_scores
 from mmdet3d.datasets.pipelines.transforms_2d import ImageAug3D
@@ -23,11 +23,7 @@ SMALL = ["--image_size", "[32, 96]", "--source_image_size", "[54, 96]"]
 
 
 def tool_main(argv):
-    spec = importlib.util.spec_from_file_location("pretrain_backbone",
-                                                  os.path.join(REPO, "tools", "pretrain_backbone.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_tool("pretrain_backbone").main(argv)
 
 
 def test_owner_map_marks_exactly_the_pixels_the_box_changes():

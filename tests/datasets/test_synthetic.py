@@ -1,7 +1,6 @@
 """The generated dataset against the nuscenes-devkit: format, links, point counts, evaluable classes, velocities,
 camera/LiDAR consistency, determinism and argument checks."""
 import colorsys
-import importlib.util
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from PIL import Image
 from pyquaternion import Quaternion
 from shapely.geometry import Polygon
 
+from helpers.tools import load_tool
 from mmdet3d.core.boxes import global_to_lidar_boxes, points_in_boxes, transform_matrix
 from mmdet3d.datasets.nuscenes_converter import NAME_MAPPING
 from mmdet3d.datasets.synthetic import DETECTION_CLASSES, OBJECT_CLASSES, generate
@@ -50,11 +50,7 @@ ATTRIBUTES["bicycle"] = ATTRIBUTES["motorcycle"]
 
 def cli_main(argv):
     """``main`` of tools/create_synthetic_nuscenes.py (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "create_synthetic_nuscenes", os.path.join(os.path.dirname(TESTS), "tools", "create_synthetic_nuscenes.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_tool("create_synthetic_nuscenes").main(argv)
 
 
 def det_name(ann):

@@ -2,7 +2,8 @@
 import json
 import os
 
-from test_visualize import REPO, load_tool, one_thread, real_data_args, write_real_frame_infos  # noqa: F401
+from helpers.tools import load_tool
+from test_visualize import REPO, one_thread, real_data_args, write_real_frame_infos  # noqa: F401
 
 SIMDISTILL = os.path.join(REPO, "configs", "synthetic", "det", "simdistill.yaml")
 

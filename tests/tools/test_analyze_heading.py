@@ -4,7 +4,8 @@ import os
 
 import torch
 
-from test_visualize import REPO, load_tool, one_thread, real_data_args, write_real_frame_infos  # noqa: F401
+from helpers.tools import load_tool
+from test_visualize import REPO, one_thread, real_data_args, write_real_frame_infos  # noqa: F401
 
 CAMERA_LSS = os.path.join(REPO, "configs", "synthetic", "det", "camera_lss.yaml")
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.tools import load_tool
 from mmdet3d.analysis import benchmark as bench
-from test_visualize import (REPO, TINY, load_tool, one_thread, real_data_args, real_meta,  # noqa: F401 (fixture)
+from test_visualize import (REPO, TINY, one_thread, real_data_args, real_meta,  # noqa: F401 (fixture)
                             tiny_config, write_real_frame_infos)
 
 SLEEP_S = {"backbone": 0.02, "neck": 0.01, "decoder": 0.005, "head": 0.01, "decode": 0.015}

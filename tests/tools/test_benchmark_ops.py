@@ -1,5 +1,5 @@
 """``tools/benchmark_ops.py``: the table's speed-up column against the baseline row of the same run."""
-from test_visualize import load_tool
+from helpers.tools import load_tool
 
 
 def test_speed_up_is_relative_to_the_baseline_of_each_case():

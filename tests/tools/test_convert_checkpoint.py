@@ -1,4 +1,3 @@
-import importlib.util
 import math
 import os
 import re
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from helpers.tools import load_tool
 from mmdet3d.utils.checkpoint import CheckpointError, extract_state_dict, load_state_dict_checked, read_checkpoint
 from mmdet3d.core.boxes import legacy_to_boxes
 from mmdet3d.models.fusion_models.gcm import BEVDeformableAttention
@@ -27,10 +27,7 @@ LIDAR_CONFIG = os.path.join(REPO, "configs", "synthetic", "det", "lidar.yaml")
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_cli", CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_checkpoint")
 
 
 cli = load_cli()

@@ -1,5 +1,4 @@
 """``tools/export_onnx.py`` and ``tools/test.py --onnx`` as users run them, on the tiny generated dataset."""
-import importlib.util
 import json
 import os
 
@@ -7,19 +6,13 @@ import onnx
 import pytest
 import torch
 
+from helpers.tools import load_tool
 from helpers.batchnorm import calibrate_batchnorm
 from helpers.fake_batch import TINY, tiny_config
 from mmdet3d.registry import MODELS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, "configs", "synthetic", "det")
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def data_args(root):

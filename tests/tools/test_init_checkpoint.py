@@ -1,9 +1,9 @@
 """``tools/init_checkpoint.py``: a seeded untrained checkpoint that loads strictly into the config's model."""
-import importlib.util
 import os
 
 import torch
 
+from helpers.tools import load_tool
 from helpers.fake_batch import TINY, tiny_config
 from mmdet3d.registry import MODELS
 from mmdet3d.utils.checkpoint import load_checkpoint, read_checkpoint
@@ -13,11 +13,7 @@ CONFIG = os.path.join(REPO, "configs", "synthetic", "det", "camera_lss.yaml")
 
 
 def run_tool(argv):
-    spec = importlib.util.spec_from_file_location("tool_init_checkpoint",
-                                                  os.path.join(REPO, "tools", "init_checkpoint.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_tool("init_checkpoint").main(argv)
 
 
 def test_writes_the_seeded_initialisation(tmp_path, capsys):

@@ -1,9 +1,9 @@
 """``tools/print_config.py``: the merged, evaluated config with overrides, as YAML that loads back to the same tree."""
-import importlib.util
 import os
 
 import yaml
 
+from helpers.tools import load_tool
 from mmdet3d.utils.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -11,10 +11,7 @@ CONFIG = os.path.join(REPO, "configs", "synthetic", "det", "camera_lss.yaml")
 
 
 def main(argv):
-    spec = importlib.util.spec_from_file_location("print_config", os.path.join(REPO, "tools", "print_config.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_tool("print_config").main(argv)
 
 
 def test_prints_the_evaluated_config_with_overrides(capsys):

@@ -1,9 +1,10 @@
 """Same seed, same config -> the same loss curve on the CPU (a shrunk LiDAR-depth camera model on the tiny generated
 dataset, with a DataLoader worker and every augmentation on)."""
 import glob
-import importlib.util
 import json
 import os
+
+from helpers.tools import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "synthetic", "det", "camera_lss.yaml")
@@ -22,10 +23,7 @@ def losses(run_dir):
 
 
 def train(run_dir, synthetic_root, *extra):
-    spec = importlib.util.spec_from_file_location("train", os.path.join(REPO, "tools", "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main([CONFIG, "--run-dir", str(run_dir), "--dataset_root", synthetic_root, *TINY, *extra]) == 0
+    assert load_tool("train").main([CONFIG, "--run-dir", str(run_dir), "--dataset_root", synthetic_root, *TINY, *extra]) == 0
 
 
 def test_same_seed_same_loss_curve(synthetic_root, tmp_path):

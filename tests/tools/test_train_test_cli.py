@@ -1,7 +1,6 @@
 """``tools/train.py`` and ``tools/test.py`` as users run them: one process, ``torchrun`` with 2 gloo processes, a killed
 and resumed run; on the toy model of ``toy_components.py``."""
 import glob
-import importlib.util
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from helpers.tools import load_tool
 from mmdet3d.utils.checkpoint import read_checkpoint
 from mmdet3d.apis.optim import build_optim_wrapper_cfg
 
@@ -44,13 +44,6 @@ TOY_CONFIG = {
     "log_config": {"interval": 1},
     "fp16": None,
 }
-
-
-def load_tool(path):
-    spec = importlib.util.spec_from_file_location(f"tool_{os.path.basename(path)[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def env():
@@ -106,13 +99,13 @@ def single_run(workspace):
     """The reference: one process (in this one, to save a start-up), batch 4, 3 epochs."""
     root, config = workspace
     run_dir = root / "single"
-    assert load_tool(TRAIN).main([config, "--run-dir", str(run_dir)]) == 0
+    assert load_tool("train").main([config, "--run-dir", str(run_dir)]) == 0
     return str(run_dir)
 
 
 def test_cli_overrides_reach_the_config(workspace, tmp_path, capsys):
     _, config = workspace
-    train = load_tool(TRAIN)
+    train = load_tool("train")
     args, overrides = train.parse_args([config, "--max_epochs", "5", "--optimizer.lr", "0.02",
                                         "--data.samples_per_gpu", "2", "--checkpoint_config.max_keep_ckpts", "1",
                                         "--run-dir", str(tmp_path / "r"), "--load_from", "teacher.pth"])
@@ -141,7 +134,7 @@ def test_a_training_run_writes_its_run_directory(single_run):
 
 def test_load_from_starts_from_the_given_weights(workspace, single_run, tmp_path, capsys):
     _, config = workspace
-    train = load_tool(TRAIN)
+    train = load_tool("train")
     checkpoint = os.path.join(single_run, "latest.pth")
     run_dir = tmp_path / "finetune"
     # lr 0: the weights cannot move, so the run ends with exactly the loaded ones.
@@ -212,7 +205,7 @@ def test_two_process_evaluation_equals_one_process(workspace, single_run, capsys
     root, config = workspace
     checkpoint = os.path.join(single_run, "latest.pth")
     one, two = root / "metrics_1.json", root / "metrics_2.json"
-    assert load_tool(TEST).main([config, checkpoint, "--eval", "bbox", "--out", str(one),
+    assert load_tool("test").main([config, checkpoint, "--eval", "bbox", "--out", str(one),
                                  "--run-dir", str(root / "test1")]) == 0
     assert "toy/in_order" in capsys.readouterr().out  # the metrics table
     run([TEST, config, checkpoint, "--eval", "bbox", "--out", two, "--run-dir", root / "test2"], cwd=root, processes=2)
@@ -225,7 +218,7 @@ def test_two_process_evaluation_equals_one_process(workspace, single_run, capsys
 
 def test_test_cli_reports_bad_checkpoints_in_one_line(workspace, single_run, tmp_path, capsys):
     _, config = workspace
-    test = load_tool(TEST)
+    test = load_tool("test")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(open(os.path.join(single_run, "latest.pth"), "rb").read()[:1000])
     assert test.main([config, str(corrupt), "--eval", "bbox", "--run-dir", str(tmp_path / "t1")]) == 2
@@ -255,6 +248,6 @@ def test_console_shows_a_short_summary_and_the_log_keeps_everything(workspace, t
 
 def test_resuming_a_finished_run_says_so(workspace, single_run, capsys):
     _, config = workspace
-    assert load_tool(TRAIN).main([config, "--run-dir", single_run, "--resume"]) == 0
+    assert load_tool("train").main([config, "--run-dir", single_run, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "has finished its schedule (3 of 3 epochs); nothing to resume" in out

@@ -1,5 +1,4 @@
 """Drawing (projection onto the cameras, BEV orientation) and ``tools/visualize.py`` end to end on the real frame."""
-import importlib.util
 import json
 import os
 import pickle
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 from pyquaternion import Quaternion
 
+from helpers.tools import load_tool
 from helpers.fake_batch import TINY, make_batch, tiny_config
 from mmdet3d.analysis import visualization as vis
 from mmdet3d.core.boxes import boxes_to_legacy
@@ -23,14 +23,6 @@ DATA = os.path.join(TESTS, "data")
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 RED = (255, 0, 0)
-
-
-def load_tool(name):
-    path = os.path.join(REPO, "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
