@@ -89,7 +89,8 @@ class BaseTransform(nn.Module):
         self.D = self.frustum.shape[0]
 
     def create_frustum(self, dbound):
-        """[D, fH, fW, 3] of (image column, image row, depth); feature pixels span image pixel centres 0..W-1."""
+        """[D, fH, fW, 3] of (image column, image row, depth); feature pixels span image coordinates 0..W-1 (BEVFusion's
+        ``linspace``; under the PIL convention of ``transforms_2d`` pixel centres lie at ``j + 0.5``)."""
         img_h, img_w = self.image_size
         feat_h, feat_w = self.feature_size
         lo, hi, step = dbound

@@ -18,8 +18,11 @@ def lidar_depth_image(points, lidar2image, img_aug_matrix, lidar_aug_matrix, ima
     """Sparse depth [B, N, 1, H, W] in metres (0 = no point) of the (augmented) LiDAR ``points``.
 
     Each point is taken back to the un-augmented LiDAR frame, projected by ``lidar2image``, moved by the image
-    augmentation and written to the pixel whose centre is nearest (integer coordinates are pixel centres, as in
-    the frustum); a pixel hit by several points keeps the nearest depth (BEVFusion keeps an arbitrary one).
+    augmentation and written to the pixel whose frustum coordinate is nearest (``round(u)``: the frustum puts pixel
+    ``j`` at coordinate ``j``, BEVFusion's ``linspace(0, W - 1)``). Under the image transforms' PIL convention the
+    pixel that shows ``u`` is ``floor(u)`` (``transforms_2d``), and BEVFusion truncates here, so this depth image is
+    half a pixel off both, on average, and agrees with the frustum instead. A pixel hit by several points keeps the
+    nearest depth (BEVFusion keeps an arbitrary one).
     Points behind a camera are skipped. The input points are not modified.
     """
     batch, num_cams = lidar2image.shape[:2]
