@@ -207,3 +207,18 @@ def test_shipped_specs_resolve_every_arm(name, seeds):
     assert runs[("simdistill", 0)].model.distill_weights.kd_cls == 25.0
     if "balanced_at_init" in names:
         assert runs[("balanced_at_init", 0)].model.distill_weights.img_feature == 2800.0
+
+
+def test_bevformer_spec_shares_the_teacher_of_the_main_spec():
+    from mmdet3d.apis import experiment as exp
+
+    main, bevformer = (exp.load_spec(os.path.join(REPO, "configs", "experiments", f"{name}_synthetic.yaml"))
+                       for name in ("simdistill", "bevformer"))
+    assert exp.teacher_run(main).config_sha() == exp.teacher_run(bevformer).config_sha()
+    assert exp.teacher_run(main).run_dir == exp.teacher_run(bevformer).run_dir
+    runs = {r.arm: r.resolved() for r in exp.grid(bevformer)}
+    assert runs["bevformer_simdistill"].model.encoders_student.camera.vtransform.type == "BEVFormerEncoder"
+    assert runs["bevformer_simdistill"].model.encoders.img_feature
+    assert not runs["bevformer_baseline"].model.encoders.img_feature
+    main_dirs = {r.run_dir for r in exp.grid(main)}
+    assert not main_dirs & {r.run_dir for r in exp.grid(bevformer)}
