@@ -10,12 +10,11 @@ each is scored by the config's evaluator (the nuscenes-devkit) on the validation
 fails is reported with the last lines of its log (``<run dir>/experiment.log``) and the others go on.
 
 Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics", "wall_s", "config_sha"}],
-"failed"}``) and ``results.md`` (per arm mean ± std and per-seed values, relative change against
-``reference``) into the spec's ``results_dir`` after every finished run, so they are current also when the runner
-is stopped or some runs failed (runs not finished yet are listed by name); ``--summarize`` rewrites them from the
-finished runs without training. ``wall_s`` adds up the training
-attempts the runner saw end (an attempt cut off by killing the runner itself is not counted). See
-``mmdet3d/apis/experiment.py`` for the spec's keys.
+"summary", "failed", "unfinished"}``) and ``results.md`` (per arm mean ± std and per-seed values, relative change
+against ``reference``, wall time per run) into the spec's ``results_dir`` after every finished run, so they are
+current also when the runner is stopped or some runs failed; ``--summarize`` rewrites them from the finished runs
+without training. ``wall_s`` adds up the training attempts the runner saw end (an attempt cut off by killing the
+runner itself is not counted). See ``mmdet3d/apis/experiment.py`` for the spec's keys.
 """
 import argparse
 import ctypes
