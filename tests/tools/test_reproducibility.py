@@ -23,7 +23,8 @@ def losses(run_dir):
 
 
 def train(run_dir, synthetic_root, *extra):
-    assert load_tool("train").main([CONFIG, "--run-dir", str(run_dir), "--dataset_root", synthetic_root, *TINY, *extra]) == 0
+    argv = [CONFIG, "--run-dir", str(run_dir), "--dataset_root", synthetic_root, *TINY, *extra]
+    assert load_tool("train").main(argv) == 0
 
 
 def test_same_seed_same_loss_curve(synthetic_root, tmp_path):
