@@ -3,15 +3,16 @@
     python tools/analyze_distillation.py CONFIG CKPT [--samples 8] [--split train|val] [--balance FRACTION]
                                          [--balance-module M] [--json OUT] [--a.b value ...]
 
-Runs on the CPU. CKPT is a SimDistill checkpoint (teacher and student weights) or ``none`` for the config's initial weights (teacher
-from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, spread evenly), prints
+Runs on the CPU. CKPT is a SimDistill checkpoint (teacher and student weights) or ``none`` for the config's initial
+weights (teacher from ``model.teacher_checkpoint``). Over K samples of the split (one per batch, spread evenly), prints
 1. each loss group's mean value and the L2 norm of its gradient on each student module (training mode, as in a
    training step; the weights are not changed);
 2. the student's GT heatmap and box losses in eval mode (comparable between SimDistill and the baseline, which is the
    same model with every distillation flag off);
-3. for every BEV map of teacher and student (in training mode, as the distillation losses see them), the correlation of its per-cell feature norm with the GT object mask
-   under the eight symmetries of the grid; a map is aligned with the head's targets when the identity has the largest
-   magnitude (a negative correlation still marks object cells: their features are weaker, not elsewhere).
+3. for every BEV map of teacher and student (in training mode, as the distillation losses see them), the correlation
+   of its per-cell feature norm with the GT object mask under the eight symmetries of the grid; a map is aligned with
+   the head's targets when the identity has the largest magnitude (a negative correlation still marks object cells:
+   their features are weaker, not elsewhere).
 
 With ``--balance FRACTION`` (training split only: loss weights are never set on validation data) it also prints,
 per distillation loss, its gradient norm on ``--balance-module`` (default the student's camera backbone) relative to

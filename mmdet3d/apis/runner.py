@@ -213,8 +213,9 @@ def _common_runner_args(cfg, run_dir):
 
 
 def check_teacher(cfg, resume_checkpoint):
-    """A model whose class ``trains_from_teacher`` (SimDistill) trains only from a trained teacher: ``model.teacher_checkpoint``, or the run's own
-    checkpoint when resuming (it holds the teacher), unless ``allow_random_teacher`` is set."""
+    """A model whose class ``trains_from_teacher`` (SimDistill) trains only from a trained teacher:
+    ``model.teacher_checkpoint``, or the run's own checkpoint when resuming (it holds the teacher), unless
+    ``allow_random_teacher`` is set."""
     model = cfg.get("model") or {}
     needs_teacher = getattr(_model_class(model), "trains_from_teacher", False)
     if needs_teacher and not model.get("teacher_checkpoint") and resume_checkpoint is None \
