@@ -264,6 +264,29 @@ def test_depth_lss_uses_points_and_backpropagates():
         vt(**{**inputs, "points": None})
 
 
+@pytest.mark.parametrize("kind", ["LSSTransform", "DepthLSSTransform"])
+def test_outer_product_pooling_gives_the_default_map_and_gradients(kind):
+    """BEVFusion's outer-product path and the default depth-weighted pooling are two computations of one sum; two
+    z cells check that the channel order (z-major) agrees too."""
+    cfg = dict(type=kind, **{**SMALL, "zbound": [-10.0, 10.0, 10.0], "downsample": 1})
+    torch.manual_seed(0)
+    default = MODELS.build(cfg).train()
+    outer = MODELS.build(dict(cfg, pooling="outer_product")).train()
+    outer.load_state_dict(default.state_dict())
+    results = []
+    for vt in (default, outer):
+        inputs = small_inputs()
+        inputs["img"].requires_grad_(True)
+        bev, _ = vt(**inputs)
+        (bev * torch.linspace(0.5, 1.5, bev.shape[1]).view(1, -1, 1, 1)).sum().backward()
+        results.append((bev, inputs["img"].grad))
+    assert results[0][0].shape == (2, 16, 60, 60) and results[0][0][:, 8:].abs().sum() > 0
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        MODELS.build(dict(cfg, pooling="cumsum"))
+
+
 def test_view_transform_input_checks():
     with pytest.raises(ValueError, match="stride 8"):
         DepthLSSTransform(**{**SMALL, "feature_size": [16, 44]})

@@ -9,12 +9,13 @@ import math
 import torch
 from torch import nn
 
-from mmdet3d.ops import bev_cells, bev_pool_depth
+from mmdet3d.ops import bev_cells, bev_pool, bev_pool_depth
 from mmdet3d.ops.bev_pool import CELL_RULES
 
 __all__ = ["BaseTransform", "make_depthnet", "make_downsample"]
 
 DEPTH_PRIORS = (None, "above_ground")
+POOLINGS = ("depth", "outer_product")
 BELOW_GROUND_LOGIT = -30.0  # exp(-30) ~ 1e-13: no mass, but no NaN where every bin is ruled out
 
 
@@ -63,11 +64,18 @@ class BaseTransform(nn.Module):
     ``depth_prior="above_ground"`` rules out the depth bins whose frustum point lies more than ``ground_margin``
     metres below the ego frame's ground plane (z = 0): a camera-only geometric prior (flat ground, calibration
     only), added to the depth logits (``prior_offset``). ``None`` (the default) is BEVFusion's transform.
+
+    ``pooling="depth"`` (the default) sums depth x feature per cell without building their product
+    (``bev_pool_depth``); ``"outer_product"`` is BEVFusion's path, which materialises the [B*N, D, fH, fW, C] product
+    and pools its rows (``bev_pool``): the same map, kept to measure what the default saves.
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 cell_rule="trunc", depth_prior=None, ground_margin=0.5):
+                 cell_rule="trunc", depth_prior=None, ground_margin=0.5, pooling="depth"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"{type(self).__name__}: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         if cell_rule not in CELL_RULES:
             raise ValueError(f"{type(self).__name__}: cell_rule must be one of {CELL_RULES}, got {cell_rule!r}")
         if depth_prior not in DEPTH_PRIORS:
@@ -144,7 +152,15 @@ class BaseTransform(nn.Module):
 
     def bev_pool(self, geom, depth, feats):
         """Sum ``depth`` x ``feats`` per BEV cell: depth [B*N, D, fH, fW], feats [B*N, C, fH, fW] -> [B, C*Z, X, Y]."""
-        return bev_pool_depth(depth, feats, self.voxel_coords(geom), geom.shape[0], self.grid_size)
+        coords, batch_size = self.voxel_coords(geom), geom.shape[0]
+        if self.pooling == "depth":
+            return bev_pool_depth(depth, feats, coords, batch_size, self.grid_size)
+        rows = (depth[:, :, None] * feats[:, None]).permute(0, 1, 3, 4, 2).reshape(-1, feats.shape[1])
+        cams = coords.shape[0] // batch_size
+        sample = torch.arange(coords.shape[0], device=coords.device).div(cams, rounding_mode="floor")
+        coords = torch.cat([coords, sample.view(-1, 1, 1, 1, 1).expand(*coords.shape[:4], 1)], -1).reshape(-1, 4)
+        x, y, z = self.grid_size
+        return torch.cat(bev_pool(rows, coords, batch_size, z, x, y).unbind(2), 1)
 
 
 def _check_matrix(m, name, ndim):

@@ -61,9 +61,10 @@ class DepthLSSTransform(BaseTransform):
     reads_points = True  # the data pipeline must load LiDAR points for it
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc", depthnet_convs=2, depth_prior=None, ground_margin=0.5):
+                 downsample=1, cell_rule="trunc", depthnet_convs=2, depth_prior=None, ground_margin=0.5,
+                 pooling="depth"):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                         cell_rule, depth_prior, ground_margin)
+                         cell_rule, depth_prior, ground_margin, pooling)
         encoded = tuple(_conv_out(_conv_out(s, 5, 4, 2), 5, 2, 2) for s in self.image_size)
         if encoded != self.feature_size:
             raise ValueError(f"DepthLSSTransform: the depth encoder maps image_size {list(self.image_size)} to "

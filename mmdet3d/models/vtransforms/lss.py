@@ -20,9 +20,10 @@ class LSSTransform(BaseTransform):
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc", depthnet_convs=0, depth_prior=None, ground_margin=0.5):
+                 downsample=1, cell_rule="trunc", depthnet_convs=0, depth_prior=None, ground_margin=0.5,
+                 pooling="depth"):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                         cell_rule, depth_prior, ground_margin)
+                         cell_rule, depth_prior, ground_margin, pooling)
         self.depthnet = make_depthnet(in_channels, in_channels, self.D + self.C, depthnet_convs)
         self.downsample = make_downsample(out_channels, downsample)
 

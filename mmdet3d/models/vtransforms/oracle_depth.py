@@ -44,9 +44,10 @@ class OracleDepthLSSTransform(BaseTransform):
     reads_points = True  # the data pipeline must load LiDAR points for it
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                 downsample=1, cell_rule="trunc", depth_prior=None, ground_margin=0.5):
+                 downsample=1, cell_rule="trunc", depth_prior=None, ground_margin=0.5,
+                 pooling="depth"):
         super().__init__(in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
-                         cell_rule, depth_prior, ground_margin)
+                         cell_rule, depth_prior, ground_margin, pooling)
         if depth_prior is not None:
             raise ValueError("OracleDepthLSSTransform: depth_prior must be null (its depth is the LiDAR's)")
         self.dbound = tuple(dbound)
