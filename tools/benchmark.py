@@ -19,6 +19,8 @@ training mode and the config's optimizer: the forward with its losses, the backw
 (clipping included), each timed, with the forward time per module (teacher and student apart for SimDistill). Also
 reported: the time one process takes to load and collate a batch (what each of ``data.workers_per_gpu`` loader
 workers does), and the losses of the first forward, so that a speed change can be checked not to change them.
+``--precision fp16|bf16`` (CUDA only) trains under the config's ``fp16`` section set to dynamic loss scaling
+(fp16) or bfloat16: mmengine's ``AmpOptimWrapper``, the forward under its autocast.
 """
 import argparse
 import json
@@ -286,17 +288,20 @@ def run_train_step(args, cfg, device):
     from mmdet3d.datasets import collate
 
     if args.precision != "fp32":
-        raise ValueError("--train-step times fp32 training; mixed precision is the config's fp16 section (GPU)")
+        if device.type != "cuda":
+            raise ValueError(f"--train-step --precision {args.precision}: mixed-precision training needs CUDA "
+                             "(mmengine's AmpOptimWrapper)")
+        cfg["fp16"] = {"loss_scale": "dynamic"} if args.precision == "fp16" else {"dtype": "bfloat16"}
     batch_size = args.batch_size or int((cfg.get("data") or {}).get("samples_per_gpu", 1))
     dataset, batch, data = load_train_batch(cfg, batch_size)
     torch.manual_seed(0)
     model = build_model(cfg, args.checkpoint, device)
     optim_wrapper = build_optim_wrapper(model, build_optim_wrapper_cfg(cfg, device.type))
     batch = to_device(batch, device)
-    losses = bench.first_step_losses(model, batch)
+    losses = bench.first_step_losses(model, batch, optim_wrapper)
     protocol = protocol_of(args, type(model).__name__, batch, data, device, None,
                            sum(p.numel() for p in model.parameters()))
-    protocol.update(timed=TIMED_TRAIN, batch_size=batch_size, precision="fp32",
+    protocol.update(timed=TIMED_TRAIN, batch_size=batch_size, precision=args.precision,
                     parameters_trained=sum(p.numel() for p in model.parameters() if p.requires_grad),
                     optimizer=cfg["optimizer"].get("type"))
     protocol.pop("parameters_used_at_inference")

@@ -16,6 +16,7 @@ on CPU the growth of the resident set during the first call. Times are medians.
 
     python tools/benchmark_ops.py --device cuda --json bench.json
     python tools/benchmark_ops.py --device cpu --quick
+    python tools/benchmark_ops.py --device cpu --toy      # every case at toy sizes, seconds (checks the tool)
 """
 import argparse
 import json
@@ -65,12 +66,12 @@ def frustum_coords(batch_size, depth_step=0.5):
     return torch.stack(cams).repeat(batch_size, 1, 1, 1, 1)
 
 
-def bev_inputs(batch_size, device):
-    coords = frustum_coords(batch_size).to(device)
+def bev_inputs(batch_size, device, depth_step=0.5, channels=CHANNELS):
+    coords = frustum_coords(batch_size, depth_step).to(device)
     g = torch.Generator().manual_seed(0)
     BN, D, fH, fW, _ = coords.shape
     depth = torch.randn(BN, D, fH, fW, generator=g).softmax(1).to(device)
-    feats = torch.randn(BN, CHANNELS, fH, fW, generator=g).to(device)
+    feats = torch.randn(BN, channels, fH, fW, generator=g).to(device)
     return depth, feats, coords
 
 
@@ -103,7 +104,7 @@ def original_bev_pool(depth, feats, coords4, batch_size):
     last[:-1] = ranks[1:] != ranks[:-1]
     x, geom = x[last], geom[last]
     x = torch.cat([x[:1], x[1:] - x[:-1]])
-    out = x.new_zeros(batch_size, CHANNELS, Z, X, Y)
+    out = x.new_zeros(batch_size, x.shape[1], Z, X, Y)
     out[geom[:, 3], :, geom[:, 2], geom[:, 0], geom[:, 1]] = x
     return torch.cat(out.unbind(2), 1)
 
@@ -160,8 +161,8 @@ def measure(fn, device, repeats, warmup):
     return statistics.median(times), max(peak, 0) / 2**20
 
 
-def bev_case(device, repeats, warmup, mode, variant, batch_size):
-    depth, feats, coords = bev_inputs(batch_size, device)
+def bev_case(device, repeats, warmup, mode, variant, batch_size, depth_step=0.5, channels=CHANNELS):
+    depth, feats, coords = bev_inputs(batch_size, device, depth_step, channels)
     fn = make_bev_variant(variant, batch_size, depth, feats, coords)
     if mode == "forward":
         def step():
@@ -177,7 +178,8 @@ def bev_case(device, repeats, warmup, mode, variant, batch_size):
     ms, mb = measure(step, device, repeats, warmup)
     valid = ((coords[..., 0] >= 0) & (coords[..., 0] < GRID[0]) & (coords[..., 1] >= 0) & (coords[..., 1] < GRID[1])
              & (coords[..., 2] >= 0) & (coords[..., 2] < GRID[2])).sum().item()
-    return {"case": "bev_pool", "variant": variant, "B": batch_size, "entries": coords[..., 0].numel(),
+    return {"case": "bev_pool", "variant": variant, "B": batch_size, "depth_bins": depth.shape[1],
+            "channels": channels, "entries": coords[..., 0].numel(),
             "entries_in_grid": valid, f"{mode}_ms": ms, f"{mode}_peak_mb": mb}
 
 
@@ -244,6 +246,8 @@ def msda_case(device, repeats, warmup, mode, implementation="pytorch", side=180,
 
 CASES = {"bev_pool": bev_case, "voxelization": voxelization_case, "nms_bev": nms_case, "msda": msda_case}
 DIFFERENTIABLE = ("bev_pool", "msda")
+TOY_SIZES = {"bev_pool": {"depth_step": 8.0, "channels": 8}, "voxelization": {"num_points": 20_000},
+             "nms_bev": {"num_boxes": 100}, "msda": {"side": 24, "points": 4}}
 
 
 def _child(queue, case, device, repeats, warmup, mode, kwargs):
@@ -309,12 +313,16 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", default=None, help="comma-separated BEV batch sizes (default 1,4)")
     parser.add_argument("--variants", default="abcd", help="BEV pooling variants to run (default abcd)")
     parser.add_argument("--skip-other-ops", action="store_true", help="only BEV pooling")
+    parser.add_argument("--toy", action="store_true",
+                        help="toy sizes (8 depth bins, 8 channels, 20k points, 100 boxes, 24x24 queries): checks "
+                             "that every case runs, measures nothing")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device")
     batch_sizes = [int(b) for b in (args.batch_sizes or ("1" if args.quick else "1,4")).split(",")]
-    repeats, warmup = (3, 1) if args.quick else ((20, 5) if args.device == "cuda" else (5, 1))
+    repeats, warmup = (3, 1) if args.quick or args.toy else ((20, 5) if args.device == "cuda" else (5, 1))
+    sizes = TOY_SIZES if args.toy else {case: {} for case in CASES}
 
     results = []
     for batch_size in batch_sizes:
@@ -322,14 +330,15 @@ def main(argv=None):
             if variant not in BEV_VARIANTS:
                 parser.error(f"--variants: unknown variant {variant!r} (choose from abcd)")
             results.append(run_isolated("bev_pool", args.device, repeats, warmup, variant=variant,
-                                        batch_size=batch_size))
+                                        batch_size=batch_size, **sizes["bev_pool"]))
             print(format_table(results[-1:]).splitlines()[-1], flush=True)
     if not args.skip_other_ops:
         for case in ("voxelization", "nms_bev"):
-            results.append(run_isolated(case, args.device, repeats, warmup))
+            results.append(run_isolated(case, args.device, repeats, warmup, **sizes[case]))
             print(format_table(results[-1:]).splitlines()[-1], flush=True)
         for implementation in ("pytorch", "triton") if args.device == "cuda" else ("pytorch",):
-            results.append(run_isolated("msda", args.device, repeats, warmup, implementation=implementation))
+            results.append(run_isolated("msda", args.device, repeats, warmup, implementation=implementation,
+                                        **sizes["msda"]))
             print(format_table(results[-1:]).splitlines()[-1], flush=True)
 
     from mmdet3d.ops.common import load_extension
@@ -337,7 +346,7 @@ def main(argv=None):
     env = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
            "torch": torch.__version__, "threads": torch.get_num_threads(),
            "cuda_extension": load_extension() is not None, "repeats": repeats, "warmup": warmup,
-           "grid": GRID, "channels": CHANNELS, "depth_bins": 118, "feature_size": [32, 88]}
+           "grid": GRID, "channels": CHANNELS, "depth_bins": 118, "feature_size": [32, 88], "toy": args.toy}
     print(f"\n{env['device']}, torch {env['torch']}, CUDA extension built: {env['cuda_extension']}, "
           f"median of {repeats}")
     print(format_table(results))

@@ -267,11 +267,14 @@ def total_loss(losses):
     return total
 
 
-def first_step_losses(model, batch):
+def first_step_losses(model, batch, optim_wrapper=None):
     """Each loss of one training-mode forward on ``batch`` (no update), as floats: a fixed batch and a seeded
-    model give the same values with and without a speed change."""
+    model give the same values with and without a speed change. Under ``optim_wrapper``'s context (autocast for
+    mixed precision) when given."""
     model.train()
-    losses = model(mode="loss", **batch)
+    context = optim_wrapper.optim_context(model) if optim_wrapper is not None else contextlib.nullcontext()
+    with context:
+        losses = model(mode="loss", **batch)
     return {name: float(total_loss({name: value}).detach()) for name, value in losses.items()}
 
 
@@ -291,7 +294,8 @@ def time_training_steps(model, batch, optim_wrapper, iters, warmup, device, stag
     def step():
         sync()
         marks = [time.perf_counter()]
-        loss = total_loss(model(mode="loss", **batch))
+        with optim_wrapper.optim_context(model):  # autocast under mixed precision
+            loss = total_loss(model(mode="loss", **batch))
         sync()
         marks.append(time.perf_counter())
         optim_wrapper.backward(loss)

@@ -290,6 +290,6 @@ def test_cli_train_step_on_the_real_frame(tmp_path, capsys):
 
 def test_cli_train_step_rejects_mixed_precision_in_one_line(capsys):
     config = os.path.join(REPO, "configs", "synthetic", "det", "camera_lss.yaml")
-    assert load_tool("benchmark").main([config, "--train-step", "--precision", "bf16"]) == 2
+    assert load_tool("benchmark").main([config, "--train-step", "--precision", "bf16", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "fp32" in err
+    assert "\n" not in err and "--precision bf16" in err and "needs CUDA" in err

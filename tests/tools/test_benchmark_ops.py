@@ -19,3 +19,10 @@ def test_speed_up_is_relative_to_the_baseline_of_each_case():
     assert "pytorch: 32400 queries" in lines[3] and lines[3].rstrip().endswith("1.0x")
     assert "triton: 32400 queries" in lines[4] and lines[4].rstrip().endswith("4.5x")
     assert "ERROR RuntimeError: no GPU" in lines[5]
+
+
+def test_toy_sizes_reach_the_bev_case():
+    # arange(1, 60, 8) = 1, 9, ..., 57: 8 depth bins; 6 cameras x 8 x 32 x 88 frustum entries
+    row = load_tool("benchmark_ops").bev_case("cpu", 1, 0, "forward", "d", 1, depth_step=8.0, channels=8)
+    assert (row["depth_bins"], row["channels"], row["entries"]) == (8, 8, 6 * 8 * 32 * 88)
+    assert 0 < row["entries_in_grid"] <= row["entries"] and row["forward_ms"] > 0
