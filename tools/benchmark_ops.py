@@ -76,23 +76,12 @@ def bev_inputs(batch_size, device, depth_step=0.5, channels=CHANNELS):
 
 
 # --------------------------------------------------------------------------------------------- BEV variants
-def outer_product(depth, feats):
-    """``[BN * D * fH * fW, C]`` rows of depth x feature, as LSS builds them."""
-    C = feats.shape[1]
-    return (depth[:, None] * feats[:, :, None]).permute(0, 2, 3, 4, 1).reshape(-1, C)
-
-
-def cells_with_batch(coords, batch_size):
-    BN = coords.shape[0]
-    batch = torch.arange(BN, device=coords.device).div(BN // batch_size, rounding_mode="floor")
-    batch = batch.view(BN, 1, 1, 1, 1).expand(*coords.shape[:4], 1)
-    return torch.cat([coords, batch], -1).reshape(-1, 4)
-
-
 def original_bev_pool(depth, feats, coords4, batch_size):
     """(a): filter, rank, argsort, cumsum trick (interval sums), scatter — LSS's QuickCumsum path."""
+    from mmdet3d.ops.bev_pool import outer_product_rows
+
     X, Y, Z = GRID
-    x = outer_product(depth, feats)
+    x = outer_product_rows(depth, feats)
     kept = ((coords4[:, 0] >= 0) & (coords4[:, 0] < X) & (coords4[:, 1] >= 0) & (coords4[:, 1] < Y)
             & (coords4[:, 2] >= 0) & (coords4[:, 2] < Z))
     x, geom = x[kept], coords4[kept]
@@ -110,15 +99,14 @@ def original_bev_pool(depth, feats, coords4, batch_size):
 
 
 def make_bev_variant(name, batch_size, depth, feats, coords):
-    from mmdet3d.ops import BEVPoolPlan, bev_pool, bev_pool_depth
+    from mmdet3d.ops import BEVPoolPlan, bev_pool_depth
+    from mmdet3d.ops.bev_pool import bev_pool_outer_product, cells_with_batch
 
-    X, Y, Z = GRID
     if name == "a":
         coords4 = cells_with_batch(coords, batch_size)
         return lambda d, f: original_bev_pool(d, f, coords4, batch_size)
     if name == "b":
-        coords4 = cells_with_batch(coords, batch_size)
-        return lambda d, f: torch.cat(bev_pool(outer_product(d, f), coords4, batch_size, Z, X, Y).unbind(2), 1)
+        return lambda d, f: bev_pool_outer_product(d, f, coords, batch_size, GRID)
     if name == "c":
         return lambda d, f: bev_pool_depth(d, f, coords, batch_size, GRID)
     plan = BEVPoolPlan(coords, batch_size, GRID)

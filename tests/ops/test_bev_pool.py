@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from mmdet3d.ops import BEVPoolPlan, bev_cells, bev_pool, bev_pool_depth
+from mmdet3d.ops.bev_pool import bev_pool_outer_product
 
 
 def random_frustum(BN, D, fH, fW, C, grid, seed, dtype=torch.float64):
@@ -58,7 +59,8 @@ def test_bev_pool_depth_equals_outer_product(B, cams, grid):
     torch.testing.assert_close(out, outer_product_pool(depth, feats, coords, B, grid))
 
 
-def test_bev_pool_depth_channel_layout_and_batches():
+@pytest.mark.parametrize("pool", [bev_pool_depth, bev_pool_outer_product])
+def test_bev_pool_depth_channel_layout_and_batches(pool):
     # Hand-placed entries: camera 1 belongs to sample 0, camera 2 to sample 1 (BN=4, B=2).
     depth = torch.zeros(4, 2, 1, 1)
     depth[1, 0] = 0.5
@@ -67,7 +69,7 @@ def test_bev_pool_depth_channel_layout_and_batches():
     coords = torch.zeros(4, 2, 1, 1, 3, dtype=torch.long)
     coords[1, 0, 0, 0] = torch.tensor([2, 1, 1])   # x=2, y=1, z=1
     coords[2, 1, 0, 0] = torch.tensor([0, 3, 0])
-    out = bev_pool_depth(depth, feats, coords, B=2, grid=(3, 4, 2))
+    out = pool(depth, feats, coords, 2, (3, 4, 2))
     expected = torch.zeros(2, 4, 3, 4)
     expected[0, 2:4, 2, 1] = torch.tensor([0.5, 5.0])   # channels z*C + c with z=1
     expected[1, 0:2, 0, 3] = torch.tensor([2.0, 20.0])  # z=0

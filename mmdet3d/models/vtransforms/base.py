@@ -9,8 +9,8 @@ import math
 import torch
 from torch import nn
 
-from mmdet3d.ops import bev_cells, bev_pool, bev_pool_depth
-from mmdet3d.ops.bev_pool import CELL_RULES
+from mmdet3d.ops import bev_cells, bev_pool_depth
+from mmdet3d.ops.bev_pool import CELL_RULES, bev_pool_outer_product
 
 __all__ = ["BaseTransform", "make_depthnet", "make_downsample"]
 
@@ -67,7 +67,7 @@ class BaseTransform(nn.Module):
 
     ``pooling="depth"`` (the default) sums depth x feature per cell without building their product
     (``bev_pool_depth``); ``"outer_product"`` is BEVFusion's path, which materialises the [B*N, D, fH, fW, C] product
-    and pools its rows (``bev_pool``): the same map, kept to measure what the default saves.
+    and pools its rows (``bev_pool_outer_product``): the same map, kept to measure what the default saves.
     """
 
     def __init__(self, in_channels, out_channels, image_size, feature_size, xbound, ybound, zbound, dbound,
@@ -152,15 +152,8 @@ class BaseTransform(nn.Module):
 
     def bev_pool(self, geom, depth, feats):
         """Sum ``depth`` x ``feats`` per BEV cell: depth [B*N, D, fH, fW], feats [B*N, C, fH, fW] -> [B, C*Z, X, Y]."""
-        coords, batch_size = self.voxel_coords(geom), geom.shape[0]
-        if self.pooling == "depth":
-            return bev_pool_depth(depth, feats, coords, batch_size, self.grid_size)
-        rows = (depth[:, :, None] * feats[:, None]).permute(0, 1, 3, 4, 2).reshape(-1, feats.shape[1])
-        cams = coords.shape[0] // batch_size
-        sample = torch.arange(coords.shape[0], device=coords.device).div(cams, rounding_mode="floor")
-        coords = torch.cat([coords, sample.view(-1, 1, 1, 1, 1).expand(*coords.shape[:4], 1)], -1).reshape(-1, 4)
-        x, y, z = self.grid_size
-        return torch.cat(bev_pool(rows, coords, batch_size, z, x, y).unbind(2), 1)
+        pool = bev_pool_depth if self.pooling == "depth" else bev_pool_outer_product
+        return pool(depth, feats, self.voxel_coords(geom), geom.shape[0], self.grid_size)
 
 
 def _check_matrix(m, name, ndim):

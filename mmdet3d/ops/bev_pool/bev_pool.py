@@ -13,7 +13,7 @@ import torch
 
 from ..common import cuda_kernels
 
-__all__ = ["bev_pool", "bev_pool_depth", "bev_cells", "BEVPoolPlan", "CELL_RULES"]
+__all__ = ["bev_pool", "bev_pool_depth", "bev_pool_outer_product", "bev_cells", "BEVPoolPlan", "CELL_RULES"]
 
 CELL_RULES = ("trunc", "floor")
 
@@ -115,6 +115,26 @@ def bev_pool(feats, coords, B, D, H, W):
     crow, point_of_sorted = _sorted_csr(cells[point_idx], num_cells, point_idx)
     out = _BEVPoolFunction.apply(feats.contiguous(), cells, crow, point_of_sorted, cuda_kernels(feats, coords))
     return out.view(B, D, H, W, C).permute(0, 4, 1, 2, 3)
+
+
+def outer_product_rows(depth, feats):
+    """``[BN * D * fH * fW, C]`` rows of ``depth[BN, D, fH, fW] x feats[BN, C, fH, fW]``, as LSS builds them."""
+    return (depth[:, :, None] * feats[:, None]).permute(0, 1, 3, 4, 2).reshape(-1, feats.shape[1])
+
+
+def cells_with_batch(coords, B):
+    """``coords[BN, D, fH, fW, 3]`` -> ``[BN * D * fH * fW, 4]`` (x, y, z, sample), camera ``bn`` in sample
+    ``bn // (BN // B)``."""
+    BN = coords.shape[0]
+    sample = torch.arange(BN, device=coords.device).div(BN // B, rounding_mode="floor")
+    return torch.cat([coords, sample.view(BN, 1, 1, 1, 1).expand(*coords.shape[:4], 1)], -1).reshape(-1, 4)
+
+
+def bev_pool_outer_product(depth, feats, coords, B, grid):
+    """BEVFusion's path to ``bev_pool_depth``'s map: the depth x feature product materialised, then ``bev_pool``.
+    Kept to measure what ``bev_pool_depth`` saves; same arguments and result."""
+    X, Y, Z = grid
+    return torch.cat(bev_pool(outer_product_rows(depth, feats), cells_with_batch(coords, B), B, Z, X, Y).unbind(2), 1)
 
 
 class BEVPoolPlan:
