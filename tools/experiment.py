@@ -13,7 +13,8 @@ Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics
 "summary", "failed", "unfinished"}``) and ``results.md`` (per arm mean ± std and per-seed values, relative change
 against ``reference``, wall time per run) into the spec's ``results_dir`` after every finished run, so they are
 current also when the runner is stopped or some runs failed; ``--summarize`` rewrites them from the finished runs
-without training. ``wall_s`` adds up the training attempts the runner saw end (an attempt cut off by killing the
+without training. A run whose folder is gone (a fresh checkout) but whose row that ``results.json`` holds for the
+same config is kept from there, not retrained; the teacher is retrained only when a run still needs its checkpoint. ``wall_s`` adds up the training attempts the runner saw end (an attempt cut off by killing the
 runner itself is not counted). See ``mmdet3d/apis/experiment.py`` for the spec's keys.
 """
 import argparse
@@ -184,11 +185,20 @@ def collect(run, metrics_names=None):
             "wall_s": state.get("wall_s"), "config_sha": run.config_sha(), "run_dir": run.run_dir}
 
 
-def write_results(spec, runs, teacher, failed):
+def finished_row(run, metrics, recorded):
+    """The run's row from its folder when it finished here, from ``recorded`` when it finished elsewhere."""
+    state = exp.status(run, recorded)
+    if state == "done":
+        return collect(run, metrics)
+    return exp.recorded_row(run, recorded) if state == "recorded" else None
+
+
+def write_results(spec, runs, teacher, failed, recorded):
     """The finished runs' results; runs that failed or are not finished yet are listed by name."""
-    done = [r for r in runs if exp.status(r) == "done"]
-    rows = [collect(r, spec["metrics"]) for r in done]
-    teacher_row = collect(teacher, spec["metrics"]) if teacher and exp.status(teacher) == "done" else None
+    finished = {r: finished_row(r, spec["metrics"], recorded) for r in runs}
+    done = [r for r in runs if finished[r] is not None]
+    rows = [finished[r] for r in done]
+    teacher_row = finished_row(teacher, spec["metrics"], recorded) if teacher else None
     table = exp.summarize(rows, spec["metrics"], spec["reference"])
     failed_labels = [r.label for r in failed]
     unfinished = [r.label for r in runs if r not in done and r.label not in failed_labels]
@@ -202,12 +212,35 @@ def write_results(spec, runs, teacher, failed):
     return json_path, md_path
 
 
-def dry_run(spec, teacher, runs):
+def teacher_needed(teacher, runs, recorded):
+    """The teacher trains when it has not, or when its checkpoint is gone and a run still has to train from it."""
+    state = exp.status(teacher, recorded)
+    if state == "done":
+        return False
+    return state != "recorded" or any(exp.status(r, recorded) not in ("done", "recorded") for r in runs)
+
+
+def warn_if_teacher_changed(teacher, metrics, recorded):
+    """Runs kept from the record were distilled from the recorded teacher; say so when the retrained one differs."""
+    before = exp.recorded_row(teacher, recorded)
+    if before is None:
+        return
+    now = collect(teacher, metrics)["metrics"]
+    changed = [f"{k} {before['metrics'][k]:.4f} -> {v:.4f}" for k, v in now.items()
+               if k in before["metrics"] and abs(before["metrics"][k] - v) > 1e-9]
+    if changed:
+        tqdm.write("warning: the retrained teacher scores differently from the recorded one (" + ", ".join(changed)
+                   + "): the runs kept from the record were distilled from the earlier teacher")
+
+
+def dry_run(spec, teacher, runs, recorded):
     checkpoint = exp.teacher_checkpoint(spec)
     if teacher is None and checkpoint:
         print(f"teacher: given checkpoint {checkpoint}" + ("" if os.path.isfile(checkpoint) else " (MISSING)"))
     for run in ([teacher] if teacher else []) + runs:
-        state = exp.status(run)
+        state = exp.status(run, recorded)
+        if run is teacher and state == "recorded" and teacher_needed(teacher, runs, recorded):
+            state = "retrain"
         print(f"{state:8s} {run.label}: {' '.join(run.command('python', 'tools'))}")
 
 
@@ -219,14 +252,15 @@ def main(argv=None):
         spec = exp.load_spec(args.spec)
         teacher = exp.teacher_run(spec)
         runs = exp.grid(spec)
+        recorded = exp.recorded_rows(spec)
         if args.summarize:
-            json_path, md_path = write_results(spec, runs, teacher, [])
+            json_path, md_path = write_results(spec, runs, teacher, [], recorded)
             print(f"results of the finished runs: {json_path}, {md_path}")
             return 0
         if args.dry_run:
             prepare_dataset(spec, True)
             prepare_pretrained(spec, True)
-            dry_run(spec, teacher, runs)
+            dry_run(spec, teacher, runs, recorded)
             return 0
         os.makedirs(spec["out_dir"], exist_ok=True)
         lock = open(os.path.join(spec["out_dir"], ".lock"), "w")
@@ -245,13 +279,18 @@ def main(argv=None):
         print(f"experiment.py: error: {one_line(e)}", file=sys.stderr)
         return 2
 
-    todo = [r for r in ([teacher] if teacher else []) + runs if exp.status(r) != "done"]
+    todo = [r for r in runs if exp.status(r, recorded) not in ("done", "recorded")]
+    if teacher and teacher_needed(teacher, runs, recorded):
+        todo.insert(0, teacher)
+    kept = sum(exp.status(r, recorded) == "recorded" for r in ([teacher] if teacher else []) + runs if r not in todo)
     print(f"{spec['name']}: {len(runs)} runs of {len(spec['arms'])} arms"
-          + (", teacher" if teacher else "") + f"; {len(todo)} to train, {args.workers} at a time")
+          + (", teacher" if teacher else "") + f"; {len(todo)} to train, {args.workers} at a time"
+          + (f"; {kept} kept from {os.path.join(spec['results_dir'], exp.RESULTS_FILE)}" if kept else ""))
     bar = tqdm(total=len(runs) + (1 if teacher else 0), initial=len(runs) + bool(teacher) - len(todo),
                unit="run", desc="experiment")
     # Results are rewritten after every finished run, so a runner stopped midway leaves them current.
-    scheduler = Scheduler(args.workers, bar, on_finish=lambda: write_results(spec, runs, teacher, scheduler.failed))
+    scheduler = Scheduler(args.workers, bar,
+                          on_finish=lambda: write_results(spec, runs, teacher, scheduler.failed, recorded))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         prepare_dataset(spec, False)
@@ -262,6 +301,7 @@ def main(argv=None):
             teacher_scheduler.run_all([teacher])
             if teacher_scheduler.failed:
                 raise RuntimeError("the teacher failed; no arm can run without it")
+            warn_if_teacher_changed(teacher, spec["metrics"], recorded)
         scheduler.run_all([r for r in todo if r is not teacher])
     except RuntimeError as e:
         scheduler.stop()
@@ -274,7 +314,7 @@ def main(argv=None):
         print("experiment.py: stopped; rerun the same command to resume", file=sys.stderr)
         return 130
     bar.close()
-    json_path, md_path = write_results(spec, runs, teacher, scheduler.failed)
+    json_path, md_path = write_results(spec, runs, teacher, scheduler.failed, recorded)
     print(f"results: {json_path}, {md_path}" + (f"; {len(scheduler.failed)} run(s) failed" if scheduler.failed
                                                  else ""))
     return 1 if scheduler.failed else 0

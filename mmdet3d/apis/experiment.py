@@ -25,6 +25,9 @@ A spec is a YAML file (``configs/experiments/*.yaml``)::
 Every training is ``tools/train.py CONFIG --run-dir OUT_DIR/<arm>/seed_<S> --seed S --resume`` plus the overrides,
 scored once, at its last epoch, on the validation split. A run is done when its ``experiment.json`` says so for
 the same resolved config (``config_sha``); a run whose config changed since it started is refused, not reused.
+A run with no folder whose row is in ``results_dir/results.json`` with the same ``config_sha`` is *recorded*:
+finished in another checkout (run folders hold checkpoints and stay out of git; ``results_dir`` is committed), so
+its row is kept and it is not trained again.
 """
 import hashlib
 import json
@@ -38,6 +41,7 @@ from mmdet3d.utils.config import load_config
 
 DEFAULT_METRICS = ("mAP", "NDS", "mATE", "mASE", "mAOE")
 STATE_FILE = "experiment.json"
+RESULTS_FILE = "results.json"
 TOP_KEYS = {"name", "out_dir", "results_dir", "dataset", "pretrain", "overrides", "teacher", "teacher_key",
             "metrics", "reference", "arms"}
 ARM_KEYS = {"name", "config", "seeds", "overrides"}
@@ -223,14 +227,40 @@ def write_state(run, state):
     atomic_write_bytes((json.dumps(state, indent=2) + "\n").encode(), os.path.join(run.run_dir, STATE_FILE))
 
 
-def status(run):
-    """``"done"``, ``"partial"`` (a checkpoint to resume from), ``"new"`` or ``"stale"`` (another config ran here)."""
+def recorded_rows(spec):
+    """The rows of ``results_dir/results.json`` (runs and teacher) by ``(arm, seed)``; empty without the file."""
+    path = os.path.join(spec["results_dir"], RESULTS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        try:
+            results = json.load(f)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); fix or delete it") from None
+    rows = list(results.get("runs") or []) + ([results["teacher"]] if results.get("teacher") else [])
+    for row in rows:
+        if not isinstance(row, dict) or not {"arm", "seed", "metrics", "config_sha"} <= set(row):
+            raise SpecError(f"{path}: a row without 'arm', 'seed', 'metrics' and 'config_sha': {str(row)[:80]}")
+    return {(row["arm"], row["seed"]): row for row in rows}
+
+
+def recorded_row(run, recorded):
+    """The recorded row of ``run`` when it was made with the run's current config, else ``None``."""
+    row = (recorded or {}).get((run.arm, run.seed))
+    return row if row is not None and row["config_sha"] == run.config_sha() else None
+
+
+def status(run, recorded=None):
+    """``"done"``, ``"partial"`` (a checkpoint to resume from), ``"recorded"`` (no folder, but a row of
+    ``recorded_rows`` with the same config), ``"new"`` or ``"stale"`` (another config ran here)."""
     state = read_state(run)
     if state is not None and state.get("config_sha") != run.config_sha():
         return "stale"
     if state is not None and state.get("done") and os.path.isfile(run.metrics_file()):
         return "done"
-    return "partial" if os.path.isfile(run.checkpoint()) else "new"
+    if os.path.isfile(run.checkpoint()):
+        return "partial"
+    return "recorded" if state is None and recorded_row(run, recorded) else "new"
 
 
 def metric_value(metrics, name):

@@ -1,5 +1,6 @@
 """``tools/experiment.py`` on a toy spec (the toy model of ``toy_components.py``): a teacher, 2 arms x 2 seeds and a
-crashing arm; skipping finished runs; resuming a run after the runner is SIGKILLed."""
+crashing arm; skipping finished runs; resuming a run after the runner is SIGKILLed; keeping the runs that
+``results.json`` records when their folders are gone."""
 import json
 import os
 import signal
@@ -169,6 +170,54 @@ def test_resumes_a_run_after_the_runner_is_killed(grid):
     run_experiment(reference)
     assert row["metrics"]["mse"] == pytest.approx(metrics_of(root / "toy_ref" / "wide" / "seed_1", 2)["toy/mse"],
                                                   rel=1e-6)
+
+
+def test_fresh_checkout_keeps_recorded_runs_and_retrains_only_what_is_missing(tmp_path):
+    import shutil
+
+    spec = write_spec(tmp_path, "toy_fresh", [{"name": "wide", "seeds": [0, 1]}])
+    out = tmp_path / "toy_fresh"
+    run_experiment(spec)
+    with open(out / "results.json") as f:
+        first = json.load(f)
+
+    def fresh_checkout():  # run folders hold checkpoints and are not committed; results.json is
+        for name in ("teacher", "wide"):
+            shutil.rmtree(out / name)
+
+    fresh_checkout()
+    assert "recorded wide seed 1:" in run_experiment(spec, "--dry-run").stdout
+    result = run_experiment(spec)
+    assert "0 to train" in result.stdout and "3 kept from" in result.stdout
+    assert not (out / "teacher").exists() and not (out / "wide").exists()
+    with open(out / "results.json") as f:
+        kept = json.load(f)
+    assert kept["runs"] == first["runs"] and kept["teacher"] == first["teacher"] and kept["unfinished"] == []
+
+    # wide seed 1's row lost: its training needs the teacher's checkpoint, so the teacher trains again
+    kept["runs"] = [r for r in kept["runs"] if r["seed"] == 0]
+    (out / "results.json").write_text(json.dumps(kept))
+    dry = run_experiment(spec, "--dry-run").stdout
+    assert "retrain  teacher:" in dry and "recorded wide seed 0:" in dry and "new      wide seed 1:" in dry
+    result = run_experiment(spec)
+    assert "2 to train" in result.stdout and "1 kept from" in result.stdout
+    assert "warning" not in result.stdout + result.stderr  # the toy teacher retrains to the same weights
+    assert not (out / "wide" / "seed_0").exists() and (out / "wide" / "seed_1" / "latest.pth").exists()
+    with open(out / "results.json") as f:
+        final = json.load(f)
+    by_seed = {r["seed"]: r for r in final["runs"]}
+    assert by_seed[0] == first["runs"][0]
+    assert by_seed[1]["metrics"] == pytest.approx(first["runs"][1]["metrics"], rel=1e-6)
+    assert final["teacher"]["metrics"] == pytest.approx(first["teacher"]["metrics"], rel=1e-6)
+
+
+def test_unreadable_results_file_is_one_line_error(tmp_path):
+    spec = write_spec(tmp_path, "toy_bad_results", [{"name": "wide", "seeds": [0]}], teacher=False)
+    (tmp_path / "toy_bad_results").mkdir()
+    (tmp_path / "toy_bad_results" / "results.json").write_text('{"runs": [')
+    result = run_experiment(spec, check=False)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "\n" not in err and "results.json" in err and "not valid JSON" in err
 
 
 def test_bad_spec_is_one_line_error(tmp_path):
