@@ -18,7 +18,9 @@ with a fixed seed; default batch ``data.samples_per_gpu``), the model built with
 training mode and the config's optimizer: the forward with its losses, the backward, and the optimizer step
 (clipping included), each timed, with the forward time per module (teacher and student apart for SimDistill). Also
 reported: the time one process takes to load and collate a batch (what each of ``data.workers_per_gpu`` loader
-workers does), and the losses of the first forward, so that a speed change can be checked not to change them.
+workers does), the losses of the first forward, so that a speed change can be checked not to change them, and the
+FLOPs of one more step (matmuls and convolutions, ``torch.utils.flop_counter``) with the GFLOP/s the mean step
+achieves: near the device's peak, only removing work makes the step faster.
 ``--precision fp16|bf16`` (CUDA only) trains under the config's ``fp16`` section set to dynamic loss scaling
 (fp16) or bfloat16: mmengine's ``AmpOptimWrapper``, the forward under its autocast.
 """
@@ -204,6 +206,12 @@ def load_train_batch(cfg, batch_size, seed=0):
     return dataset, batch, f"real: samples 0..{batch_size - 1} of data.train ({train.get('ann_file', 'dataset')})"
 
 
+def format_flops(flops, total_ms):
+    return (f"arithmetic: {flops['total'] / 1e9:.1f} GFLOP per step (forward {flops['forward'] / 1e9:.1f}, backward "
+            f"{flops['backward'] / 1e9:.1f}; matmuls and convolutions), {flops['total'] / total_ms / 1e6:.1f} GFLOP/s "
+            "at the mean step")
+
+
 def format_train_results(phases, rows, total_ms, loading_ms, workers):
     lines = ["", "training step (ms, hooked steps): " + "  ".join(
         f"{name} {bench.summarize(ms)['mean']:.1f}" for name, ms in phases.items()) + f"  total {total_ms:.1f}"]
@@ -308,13 +316,16 @@ def run_train_step(args, cfg, device):
     print(format_protocol(protocol), flush=True)
     phases, rows, totals = bench.time_training_steps(model, batch, optim_wrapper, args.iters, args.warmup, device)
     loading = bench.time_data_loading(dataset, batch_size, min(args.iters, 5), collate)
+    flops = bench.count_training_flops(model, batch, optim_wrapper)
     workers = int((cfg.get("data") or {}).get("workers_per_gpu", 0))
     step = bench.summarize(totals)
     print(format_train_results(phases, rows, step["mean"], loading, workers), flush=True)
+    print(format_flops(flops, step["mean"]), flush=True)
     print("first-step losses: " + "  ".join(f"{k} {v:.6f}" for k, v in losses.items()), flush=True)
     return {"protocol": protocol, "step_ms": dict(step, iterations=totals),
             "phases_ms": {name: bench.summarize(ms) for name, ms in phases.items()},
             "breakdown": {"modules": rows}, "data_loading_ms": dict(bench.summarize(loading), workers=workers),
+            "flops_per_step": dict(flops, gflop_per_s=flops["total"] / step["mean"] / 1e6),
             "first_step_losses": losses}
 
 

@@ -319,6 +319,26 @@ def time_training_steps(model, batch, optim_wrapper, iters, warmup, device, stag
     return phases, stage_rows(timer, totals), totals
 
 
+def count_training_flops(model, batch, optim_wrapper):
+    """Floating-point operations of one training step on ``batch``, ``{"forward", "backward", "total"}``, as
+    ``torch.utils.flop_counter`` counts them: matmuls and convolutions (each multiply-add two), the arithmetic of a
+    network; elementwise ops, sparse convolutions and the optimizer are not counted. Against a measured step time
+    this gives the arithmetic rate achieved: how far a faster kernel could go without removing work. The step
+    updates the model, as a training step does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    with FlopCounterMode(display=False) as forward:
+        with optim_wrapper.optim_context(model):
+            loss = total_loss(model(mode="loss", **batch))
+    with FlopCounterMode(display=False) as backward:
+        optim_wrapper.backward(loss)
+    optim_wrapper.step()
+    optim_wrapper.zero_grad()
+    counts = {"forward": forward.get_total_flops(), "backward": backward.get_total_flops()}
+    return dict(counts, total=counts["forward"] + counts["backward"])
+
+
 def time_data_loading(dataset, batch_size, batches, collate):
     """Milliseconds to read, transform and collate each of ``batches`` batches of ``dataset`` in this process
     (what one loader worker does per batch), samples taken in order from the start."""

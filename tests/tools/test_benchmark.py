@@ -242,6 +242,25 @@ def test_training_step_phases_and_forward_stages():
     assert "loss" not in vars(model.heads["object"])
 
 
+class LinearLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, mode, img):
+        return {"loss/object": self.linear(img).sum()}
+
+
+def test_training_flops_are_the_matmuls_of_forward_and_backward():
+    model = LinearLoss()
+    before = model.linear.weight.detach().clone()
+    flops = bench.count_training_flops(model, {"img": torch.ones(5, 4)}, toy_optim_wrapper(model))
+    # forward: a 5x4 by 4x3 product, 2 FLOPs per multiply-add; backward: only the weight's gradient (the input
+    # needs none), the same product once more
+    assert flops == {"forward": 2 * 5 * 4 * 3, "backward": 2 * 5 * 4 * 3, "total": 4 * 5 * 4 * 3}
+    assert not torch.equal(model.linear.weight, before) and model.linear.weight.grad is None
+
+
 def test_total_loss_sums_tensors_and_lists_as_mmengine():
     from mmengine.model import BaseModel
 
@@ -286,6 +305,10 @@ def test_cli_train_step_on_the_real_frame(tmp_path, capsys):
     # The fixed batch and the seeded model give the same losses every run: the check a speed change must pass.
     assert losses == results[1]["first_step_losses"]
     assert "per-module forward time" in printed and "first-step losses" in printed
+    flops = result["flops_per_step"]
+    assert flops["forward"] > 0 and flops["backward"] > 0 and flops["total"] == flops["forward"] + flops["backward"]
+    assert flops["gflop_per_s"] == pytest.approx(flops["total"] / result["step_ms"]["mean"] / 1e6)
+    assert "GFLOP per step" in printed
 
 
 def test_cli_train_step_rejects_mixed_precision_in_one_line(capsys):
