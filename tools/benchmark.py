@@ -20,7 +20,8 @@ training mode and the config's optimizer: the forward with its losses, the backw
 reported: the time one process takes to load and collate a batch (what each of ``data.workers_per_gpu`` loader
 workers does), the losses of the first forward, so that a speed change can be checked not to change them, and the
 FLOPs of one more step (matmuls and convolutions, ``torch.utils.flop_counter``) with the GFLOP/s the mean step
-achieves: near the device's peak, only removing work makes the step faster.
+achieves, next to a 2048x2048 matmul's rate on the same device in the same run: near it, only removing work makes
+the step faster.
 ``--precision fp16|bf16`` (CUDA only) trains under the config's ``fp16`` section set to dynamic loss scaling
 (fp16) or bfloat16: mmengine's ``AmpOptimWrapper``, the forward under its autocast.
 """
@@ -206,10 +207,11 @@ def load_train_batch(cfg, batch_size, seed=0):
     return dataset, batch, f"real: samples 0..{batch_size - 1} of data.train ({train.get('ann_file', 'dataset')})"
 
 
-def format_flops(flops, total_ms):
+def format_flops(flops):
     return (f"arithmetic: {flops['total'] / 1e9:.1f} GFLOP per step (forward {flops['forward'] / 1e9:.1f}, backward "
-            f"{flops['backward'] / 1e9:.1f}; matmuls and convolutions), {flops['total'] / total_ms / 1e6:.1f} GFLOP/s "
-            "at the mean step")
+            f"{flops['backward'] / 1e9:.1f}; matmuls and convolutions), {flops['gflop_per_s']:.1f} GFLOP/s at the "
+            f"mean step = {100 * flops['share_of_matmul_rate']:.0f} % of a 2048x2048 matmul's "
+            f"{flops['matmul_gflop_per_s']:.1f} GFLOP/s on this device")
 
 
 def format_train_results(phases, rows, total_ms, loading_ms, workers):
@@ -316,16 +318,19 @@ def run_train_step(args, cfg, device):
     print(format_protocol(protocol), flush=True)
     phases, rows, totals = bench.time_training_steps(model, batch, optim_wrapper, args.iters, args.warmup, device)
     loading = bench.time_data_loading(dataset, batch_size, min(args.iters, 5), collate)
-    flops = bench.count_training_flops(model, batch, optim_wrapper)
-    workers = int((cfg.get("data") or {}).get("workers_per_gpu", 0))
     step = bench.summarize(totals)
+    flops = bench.count_training_flops(model, batch, optim_wrapper)
+    flops["gflop_per_s"] = flops["total"] / step["mean"] / 1e6
+    flops["matmul_gflop_per_s"] = bench.matmul_rate(device, args.precision)
+    flops["share_of_matmul_rate"] = flops["gflop_per_s"] / flops["matmul_gflop_per_s"]
+    workers = int((cfg.get("data") or {}).get("workers_per_gpu", 0))
     print(format_train_results(phases, rows, step["mean"], loading, workers), flush=True)
-    print(format_flops(flops, step["mean"]), flush=True)
+    print(format_flops(flops), flush=True)
     print("first-step losses: " + "  ".join(f"{k} {v:.6f}" for k, v in losses.items()), flush=True)
     return {"protocol": protocol, "step_ms": dict(step, iterations=totals),
             "phases_ms": {name: bench.summarize(ms) for name, ms in phases.items()},
             "breakdown": {"modules": rows}, "data_loading_ms": dict(bench.summarize(loading), workers=workers),
-            "flops_per_step": dict(flops, gflop_per_s=flops["total"] / step["mean"] / 1e6),
+            "flops_per_step": flops,
             "first_step_losses": losses}
 
 

@@ -339,6 +339,23 @@ def count_training_flops(model, batch, optim_wrapper):
     return dict(counts, total=counts["forward"] + counts["backward"])
 
 
+def matmul_rate(device, precision="fp32", size=2048, iters=10):
+    """GFLOP/s of a ``size`` x ``size`` matrix product on ``device`` in ``precision``'s dtype: the arithmetic rate
+    the device reaches on the friendliest op, the yardstick for a model's achieved rate measured in the same run."""
+    dtype = PRECISIONS[precision] or torch.float32
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    sync = _synchronizer(device)
+    for _ in range(3):
+        a @ b
+    sync()
+    start = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    sync()
+    return 2 * size ** 3 * iters / (time.perf_counter() - start) / 1e9
+
+
 def time_data_loading(dataset, batch_size, batches, collate):
     """Milliseconds to read, transform and collate each of ``batches`` batches of ``dataset`` in this process
     (what one loader worker does per batch), samples taken in order from the start."""

@@ -261,6 +261,12 @@ def test_training_flops_are_the_matmuls_of_forward_and_backward():
     assert not torch.equal(model.linear.weight, before) and model.linear.weight.grad is None
 
 
+def test_matmul_rate_is_the_flops_of_the_products_over_their_time(monkeypatch):
+    clock = iter([10.0, 12.0])  # the timed loop takes 2 s
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    assert bench.matmul_rate("cpu", size=64, iters=5) == pytest.approx(2 * 64 ** 3 * 5 / 2.0 / 1e9)
+
+
 def test_total_loss_sums_tensors_and_lists_as_mmengine():
     from mmengine.model import BaseModel
 
@@ -308,6 +314,7 @@ def test_cli_train_step_on_the_real_frame(tmp_path, capsys):
     flops = result["flops_per_step"]
     assert flops["forward"] > 0 and flops["backward"] > 0 and flops["total"] == flops["forward"] + flops["backward"]
     assert flops["gflop_per_s"] == pytest.approx(flops["total"] / result["step_ms"]["mean"] / 1e6)
+    assert flops["share_of_matmul_rate"] == pytest.approx(flops["gflop_per_s"] / flops["matmul_gflop_per_s"])
     assert "GFLOP per step" in printed
 
 
