@@ -14,8 +14,9 @@ Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics
 against ``reference``, wall time per run) into the spec's ``results_dir`` after every finished run, so they are
 current also when the runner is stopped or some runs failed; ``--summarize`` rewrites them from the finished runs
 without training. A run whose folder is gone (a fresh checkout) but whose row that ``results.json`` holds for the
-same config is kept from there, not retrained; the teacher is retrained only when a run still needs its checkpoint. ``wall_s`` adds up the training attempts the runner saw end (an attempt cut off by killing the
-runner itself is not counted). See ``mmdet3d/apis/experiment.py`` for the spec's keys.
+same config is kept from there, not retrained; the teacher is retrained only when a run still needs its checkpoint.
+``wall_s`` adds up the training attempts the runner saw end (an attempt cut off by killing the runner itself is not
+counted). See ``mmdet3d/apis/experiment.py`` for the spec's keys.
 """
 import argparse
 import ctypes
