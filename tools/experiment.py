@@ -119,6 +119,7 @@ class Scheduler:
 
     def __init__(self, workers, bar, on_finish=None):
         self.workers, self.bar, self.on_finish = workers, bar, on_finish
+        self.teacher = None  # the teacher identity each run records at its first launch
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.active = {}
         self.finished, self.failed = [], []
@@ -126,6 +127,8 @@ class Scheduler:
     def launch(self, run):
         sha = run.config_sha()
         state = exp.read_state(run) or {"config_sha": sha, "attempts": [], "done": False}
+        if self.teacher is not None and run.arm != "teacher":
+            state.setdefault("teacher", self.teacher)
         exp.write_state(run, state)
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
         log = open(os.path.join(run.run_dir, LOG_FILE), "a")
@@ -182,8 +185,11 @@ def collect(run, metrics_names=None):
     names = metrics_names or [k.split("/")[-1] for k in metrics]
     values = {name: exp.metric_value(metrics, name) for name in names}
     state = exp.read_state(run) or {}
-    return {"arm": run.arm, "seed": run.seed, "metrics": {k: v for k, v in values.items() if v is not None},
-            "wall_s": state.get("wall_s"), "config_sha": run.config_sha(), "run_dir": run.run_dir}
+    row = {"arm": run.arm, "seed": run.seed, "metrics": {k: v for k, v in values.items() if v is not None},
+           "wall_s": state.get("wall_s"), "config_sha": run.config_sha(), "run_dir": run.run_dir}
+    if "teacher" in state:
+        row["teacher"] = state["teacher"]
+    return row
 
 
 def finished_row(run, metrics, recorded):
@@ -209,7 +215,8 @@ def write_results(spec, runs, teacher, failed, recorded):
     json_path = os.path.join(spec["results_dir"], "results.json")
     md_path = os.path.join(spec["results_dir"], "results.md")
     atomic_write_bytes((json.dumps(result, indent=2) + "\n").encode(), json_path)
-    atomic_write_bytes(exp.format_markdown(spec, table, teacher_row, failed_labels, unfinished).encode(), md_path)
+    atomic_write_bytes(exp.format_markdown(spec, table, teacher_row, failed_labels, unfinished, rows).encode(),
+                       md_path)
     return json_path, md_path
 
 
@@ -303,6 +310,9 @@ def main(argv=None):
             if teacher_scheduler.failed:
                 raise RuntimeError("the teacher failed; no arm can run without it")
             warn_if_teacher_changed(teacher, spec["metrics"], recorded)
+        done = teacher is not None and exp.status(teacher) == "done"
+        teacher_metrics = collect(teacher, spec["metrics"])["metrics"] if done else None
+        scheduler.teacher = exp.teacher_identity(spec, teacher_metrics)
         scheduler.run_all([r for r in todo if r is not teacher])
     except RuntimeError as e:
         scheduler.stop()

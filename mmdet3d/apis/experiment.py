@@ -36,7 +36,7 @@ import os
 
 import yaml
 
-from mmdet3d.utils.checkpoint import atomic_write_bytes
+from mmdet3d.utils.checkpoint import atomic_write_bytes, weights_sha
 from mmdet3d.utils.config import load_config
 
 DEFAULT_METRICS = ("mAP", "NDS", "mATE", "mASE", "mAOE")
@@ -182,6 +182,16 @@ def teacher_run(spec):
     return run
 
 
+def teacher_identity(spec, teacher_metrics=None):
+    """What the runs of ``spec`` start from: the teacher checkpoint's ``weights_sha`` and, when the spec trains it,
+    its metrics; ``None`` without a teacher checkpoint. Recorded in every run, since retraining the teacher (a fresh
+    checkout) need not give the same weights."""
+    checkpoint = teacher_checkpoint(spec)
+    if not checkpoint or not os.path.isfile(checkpoint):
+        return None
+    return dict(teacher_metrics or {}, weights_sha=weights_sha(checkpoint))
+
+
 def teacher_checkpoint(spec):
     teacher = spec.get("teacher")
     if not teacher:
@@ -237,10 +247,14 @@ def recorded_rows(spec):
             results = json.load(f)
         except json.JSONDecodeError as e:
             raise SpecError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); fix or delete it") from None
-    rows = list(results.get("runs") or []) + ([results["teacher"]] if results.get("teacher") else [])
+    teacher = results.get("teacher")
+    rows = list(results.get("runs") or []) + ([teacher] if teacher else [])
     for row in rows:
         if not isinstance(row, dict) or not {"arm", "seed", "metrics", "config_sha"} <= set(row):
             raise SpecError(f"{path}: a row without 'arm', 'seed', 'metrics' and 'config_sha': {str(row)[:80]}")
+    for row in rows[:len(rows) - bool(teacher)]:
+        if "teacher" not in row and teacher:  # rows written before runs named their teacher came from this one
+            row["teacher"] = dict(teacher["metrics"], weights_sha=None)
     return {(row["arm"], row["seed"]): row for row in rows}
 
 
@@ -304,7 +318,25 @@ def summarize(results, metrics, reference):
     return table
 
 
-def format_markdown(spec, table, teacher=None, failed=(), unfinished=()):
+def teachers_note(rows, metrics):
+    """Lines naming the teachers the runs came from, when there were several (else none)."""
+    groups = {}
+    for row in rows:
+        identity = row.get("teacher") or {}
+        key = (identity.get("weights_sha"),) + tuple(identity.get(m) for m in metrics[:2])
+        groups.setdefault(key, (identity, []))[1].append(f"{row['arm']} {row['seed']}")
+    if len(groups) < 2:
+        return []
+    lines = ["", f"The runs started from {len(groups)} trainings of the teacher (same config; a fresh checkout "
+             "retrains it and need not reach the same weights):"]
+    for identity, labels in groups.values():
+        scores = ", ".join(f"{m} {identity[m]:.4f}" for m in metrics[:2] if identity.get(m) is not None)
+        name = f"weights {identity['weights_sha']}" if identity.get("weights_sha") else "weights not recorded"
+        lines.append(f"- {scores or 'unscored'} ({name}): {', '.join(labels)}")
+    return lines
+
+
+def format_markdown(spec, table, teacher=None, failed=(), unfinished=(), rows=()):
     metrics = spec["metrics"]
     lines = [f"# {spec['name']}", "",
              f"Per arm: mean ± std over seeds (sample std), then the per-seed values; relative change of the mean "
@@ -329,6 +361,7 @@ def format_markdown(spec, table, teacher=None, failed=(), unfinished=()):
         walls = [w for w in entry.get("wall_s", []) if w is not None]
         cells.append(", ".join(f"{w / 60:.0f}" for w in walls) or "–")
         lines.append(f"| {arm} | {', '.join(map(str, entry['seeds']))} | " + " | ".join(cells) + " |")
+    lines += teachers_note(rows, metrics)
     if failed:
         lines += ["", "Failed (not in the table): " + ", ".join(failed)]
     if unfinished:

@@ -5,6 +5,7 @@ and the run's own files alike. The run's own files load that way because they ar
 ``mmdet3d.utils.checkpoint_compat`` (see ``WeightsOnlyCheckpointHook``).
 """
 import contextlib
+import hashlib
 import logging
 import os
 import pickle
@@ -124,6 +125,23 @@ def extract_state_dict(checkpoint, path):
     if state_dict and all(k.startswith("module.") for k in state_dict):
         state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
     return state_dict
+
+
+def weights_sha(path):
+    """A 16-hex digest of a checkpoint's model weights (names, dtypes, shapes, values), blind to optimizer state and
+    metadata: two trainings that ended at the same weights get the same digest."""
+    state_dict = extract_state_dict(read_checkpoint(path), path)
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
 
 
 def _listing(keys):

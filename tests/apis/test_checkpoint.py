@@ -9,7 +9,7 @@ from torch import nn
 
 from mmdet3d.apis import build_train_runner
 from mmdet3d.utils.checkpoint import (AtomicLocalBackend, CheckpointError, atomic_write_bytes, link_latest,
-                                     load_checkpoint, read_checkpoint)
+                                     load_checkpoint, read_checkpoint, weights_sha)
 
 
 class _BrokenWriter:
@@ -185,3 +185,17 @@ def test_partial_loading_for_load_from(tmp_path):
     torch.save({"encoder.weight": torch.zeros(2)}, unrelated)
     with pytest.raises(CheckpointError, match="no key in common"):
         load_checkpoint(Small(), str(unrelated), strict=False)
+
+
+def test_weights_sha_sees_the_weights_only(tmp_path):
+    weights = {"conv.weight": torch.arange(6.0).reshape(2, 3), "bn.num_batches_tracked": torch.tensor(3)}
+    torch.save({"state_dict": weights, "meta": {"epoch": 1}}, tmp_path / "a.pth")
+    torch.save({"state_dict": dict(weights), "meta": {"epoch": 2}, "optimizer": {"lr": 0.1}}, tmp_path / "b.pth")
+    torch.save(weights, tmp_path / "bare.pth")
+    nudged = dict(weights, **{"conv.weight": weights["conv.weight"] + 1e-6})
+    torch.save({"state_dict": nudged}, tmp_path / "c.pth")
+    retyped = dict(weights, **{"conv.weight": weights["conv.weight"].double()})
+    torch.save({"state_dict": retyped}, tmp_path / "d.pth")
+    digests = {name: weights_sha(tmp_path / f"{name}.pth") for name in ("a", "b", "bare", "c", "d")}
+    assert digests["a"] == digests["b"] == digests["bare"] and len(digests["a"]) == 16
+    assert len({digests["a"], digests["c"], digests["d"]}) == 3

@@ -209,6 +209,43 @@ def test_fresh_checkout_keeps_recorded_runs_and_retrains_only_what_is_missing(tm
     assert by_seed[0] == first["runs"][0]
     assert by_seed[1]["metrics"] == pytest.approx(first["runs"][1]["metrics"], rel=1e-6)
     assert final["teacher"]["metrics"] == pytest.approx(first["teacher"]["metrics"], rel=1e-6)
+    # every run names the teacher it started from: the same weights here, so the table needs no note
+    from mmdet3d.utils.checkpoint import weights_sha
+
+    assert by_seed[1]["teacher"] == dict(final["teacher"]["metrics"],
+                                         weights_sha=weights_sha(out / "teacher" / "latest.pth"))
+    assert by_seed[0]["teacher"]["weights_sha"] == by_seed[1]["teacher"]["weights_sha"]
+    assert "trainings of the teacher" not in (out / "results.md").read_text()
+
+
+def test_results_name_the_teachers_when_the_runs_came_from_several():
+    from mmdet3d.apis import experiment as exp
+
+    spec = {"name": "toy", "metrics": ["mAP", "NDS"], "reference": "a"}
+    rows = [{"arm": "a", "seed": 0, "metrics": {"mAP": 0.1, "NDS": 0.2},
+             "teacher": {"mAP": 0.5, "NDS": 0.6, "weights_sha": None}},
+            {"arm": "a", "seed": 1, "metrics": {"mAP": 0.3, "NDS": 0.4},
+             "teacher": {"mAP": 0.52, "NDS": 0.61, "weights_sha": "00ff00ff00ff00ff"}}]
+    table = exp.summarize(rows, spec["metrics"], "a")
+    text = exp.format_markdown(spec, table, rows=rows)
+    assert "The runs started from 2 trainings of the teacher" in text
+    assert "- mAP 0.5000, NDS 0.6000 (weights not recorded): a 0" in text
+    assert "- mAP 0.5200, NDS 0.6100 (weights 00ff00ff00ff00ff): a 1" in text
+    assert "trainings of the teacher" not in exp.format_markdown(spec, table, rows=rows[:1])
+
+
+def test_recorded_rows_without_a_teacher_name_the_recorded_one(tmp_path):
+    from mmdet3d.apis import experiment as exp
+
+    results = {"teacher": {"arm": "teacher", "seed": 0, "metrics": {"mAP": 0.5}, "config_sha": "t"},
+               "runs": [{"arm": "a", "seed": 0, "metrics": {"mAP": 0.1}, "config_sha": "x"},
+                        {"arm": "a", "seed": 1, "metrics": {"mAP": 0.2}, "config_sha": "y",
+                         "teacher": {"mAP": 0.4, "weights_sha": "ab"}}]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    rows = exp.recorded_rows({"results_dir": str(tmp_path)})
+    assert rows[("a", 0)]["teacher"] == {"mAP": 0.5, "weights_sha": None}
+    assert rows[("a", 1)]["teacher"] == {"mAP": 0.4, "weights_sha": "ab"}
+    assert "teacher" not in rows[("teacher", 0)]
 
 
 def test_unreadable_results_file_is_one_line_error(tmp_path):
