@@ -9,7 +9,7 @@ each is scored by the config's evaluator (the nuscenes-devkit) on the validation
 ``--workers K`` trains K runs at once, each with ``cpus // K`` threads (on a GPU they share the device). A run that
 fails is reported with the last lines of its log (``<run dir>/experiment.log``) and the others go on.
 
-Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics", "wall_s", "config_sha"}],
+Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics", "wall_s", "config_sha", "teacher"}],
 "summary", "failed", "unfinished"}``) and ``results.md`` (per arm mean ± std and per-seed values, relative change
 against ``reference``, wall time per run) into the spec's ``results_dir`` after every finished run, so they are
 current also when the runner is stopped or some runs failed; ``--summarize`` rewrites them from the finished runs
