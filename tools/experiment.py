@@ -6,7 +6,8 @@ Builds what is missing and nothing else: the generated dataset (``dataset.genera
 files, the pretrained camera backbone (``pretrain``) when its file is absent, the teacher (``teacher.config``, trained
 once) and every run of the grid. A run that was killed continues from its ``latest.pth``; a finished one is skipped;
 each is scored by the config's evaluator (the nuscenes-devkit) on the validation split after its last epoch.
-``--workers K`` trains K runs at once, each with ``cpus // K`` threads (on a GPU they share the device). A run that
+``--workers K`` trains K runs at once, each with ``cpus // K`` threads or the spec's ``threads`` (on a GPU they
+share the device); each attempt records its thread count, since CPU results are bit-reproducible only at a fixed one. A run that
 fails is reported with the last lines of its log (``<run dir>/experiment.log``) and the others go on.
 
 Writes ``results.json`` (``{"spec", "teacher", "runs": [{"arm", "seed", "metrics", "wall_s", "config_sha", "teacher"}],
@@ -69,12 +70,14 @@ def log_tail(path, lines=TAIL_LINES):
     return "\n".join("    " + line[:200] for line in kept[-lines:])
 
 
-def run_step(command, log_path, label):
-    """A preparation step (dataset, pretraining) in the foreground; its output goes to ``log_path``."""
+def run_step(command, log_path, label, threads=None):
+    """A preparation step (dataset, pretraining) in the foreground, with ``threads`` OMP threads when given; its
+    output goes to ``log_path``."""
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     tqdm.write(f"{label}: {' '.join(command)}")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     with open(log_path, "w") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
     if code != 0:
         raise RuntimeError(f"{label} failed (exit {code}); last lines of {log_path}:\n{log_tail(log_path)}")
 
@@ -111,16 +114,17 @@ def prepare_pretrained(spec, dry_run):
     if dry_run:
         print(f"pretrained backbone {pretrain['out']}: to train\n  {' '.join(command)}")
         return
-    run_step(command, os.path.join(spec["out_dir"], "pretrain.log"), "pretraining the camera backbone")
+    run_step(command, os.path.join(spec["out_dir"], "pretrain.log"), "pretraining the camera backbone",
+             spec["threads"])
 
 
 class Scheduler:
     """Launches runs as ``tools/train.py`` processes, at most ``workers`` at once, and records each attempt."""
 
-    def __init__(self, workers, bar, on_finish=None):
+    def __init__(self, workers, bar, on_finish=None, threads=None):
         self.workers, self.bar, self.on_finish = workers, bar, on_finish
         self.teacher = None  # the teacher identity each run records at its first launch
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.active = {}
         self.finished, self.failed = [], []
 
@@ -141,7 +145,8 @@ class Scheduler:
             run, state, log, start = self.active.pop(process)
             log.close()
             wall = time.time() - start
-            state["attempts"].append({"wall_s": round(wall, 1), "returncode": process.returncode})
+            state["attempts"].append({"wall_s": round(wall, 1), "returncode": process.returncode,
+                                      "threads": self.threads})
             ok = process.returncode == 0 and os.path.isfile(run.metrics_file())
             if ok:
                 state["done"] = True
@@ -189,6 +194,9 @@ def collect(run, metrics_names=None):
            "wall_s": state.get("wall_s"), "config_sha": run.config_sha(), "run_dir": run.run_dir}
     if "teacher" in state:
         row["teacher"] = state["teacher"]
+    threads = sorted({a["threads"] for a in state.get("attempts", []) if "threads" in a})
+    if threads:
+        row["threads"] = threads
     return row
 
 
@@ -297,15 +305,15 @@ def main(argv=None):
     bar = tqdm(total=len(runs) + (1 if teacher else 0), initial=len(runs) + bool(teacher) - len(todo),
                unit="run", desc="experiment")
     # Results are rewritten after every finished run, so a runner stopped midway leaves them current.
-    scheduler = Scheduler(args.workers, bar,
+    scheduler = Scheduler(args.workers, bar, threads=spec["threads"],
                           on_finish=lambda: write_results(spec, runs, teacher, scheduler.failed, recorded))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         prepare_dataset(spec, False)
         prepare_pretrained(spec, False)
         if teacher in todo:
-            # Every arm needs the teacher's checkpoint: it trains alone, with all threads.
-            teacher_scheduler = Scheduler(1, bar)
+            # Every arm needs the teacher's checkpoint: it trains alone, with all threads unless the spec fixes them.
+            teacher_scheduler = Scheduler(1, bar, threads=spec["threads"])
             teacher_scheduler.run_all([teacher])
             if teacher_scheduler.failed:
                 raise RuntimeError("the teacher failed; no arm can run without it")

@@ -17,6 +17,8 @@ A spec is a YAML file (``configs/experiments/*.yaml``)::
     teacher:                                         # either a checkpoint, or a config trained once
       {config: ..., overrides: {}, seed: 0}          # or {checkpoint: PATH}
     teacher_key: model.teacher_checkpoint            # config key that receives the teacher's checkpoint
+    threads: 1                                       # OMP threads of every step (default: cpus // workers for
+                                                     # trainings); results are bit-reproducible only at a fixed count
     metrics: [mAP, NDS, mATE, mASE, mAOE]
     reference: baseline                              # arm the relative changes are against
     arms:
@@ -43,7 +45,7 @@ DEFAULT_METRICS = ("mAP", "NDS", "mATE", "mASE", "mAOE")
 STATE_FILE = "experiment.json"
 RESULTS_FILE = "results.json"
 TOP_KEYS = {"name", "out_dir", "results_dir", "dataset", "pretrain", "overrides", "teacher", "teacher_key",
-            "metrics", "reference", "arms"}
+            "metrics", "reference", "arms", "threads"}
 ARM_KEYS = {"name", "config", "seeds", "overrides"}
 
 
@@ -80,6 +82,9 @@ def load_spec(path):
     spec["overrides"] = _check_overrides(spec.get("overrides"), path, "overrides")
     spec.setdefault("teacher_key", "model.teacher_checkpoint")
     spec["metrics"] = list(spec.get("metrics") or DEFAULT_METRICS)
+    threads = spec.setdefault("threads", None)
+    _require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1), path,
+             f"'threads' must be an integer >= 1, got {threads!r}")
 
     dataset = spec.get("dataset")
     if dataset is not None:

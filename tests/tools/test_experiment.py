@@ -74,6 +74,7 @@ def test_grid_trains_teacher_and_arms_and_reports_the_crash(grid):
         run_dir = root / "toy_grid" / row["arm"] / f"seed_{row['seed']}"
         assert row["metrics"] == {"mse": metrics_of(run_dir)["toy/mse"], "weighted": metrics_of(run_dir)["toy/weighted"]}
         assert row["wall_s"] > 0 and len(row["config_sha"]) == 16
+        assert row["threads"] == [max(1, (os.cpu_count() or 1) // 2)]  # --workers 2, the spec fixes none
         log = (run_dir / "experiment.log").read_text()
         assert str(teacher_dir / "latest.pth") in log  # each arm started from the teacher trained once
 
@@ -246,6 +247,19 @@ def test_recorded_rows_without_a_teacher_name_the_recorded_one(tmp_path):
     assert rows[("a", 0)]["teacher"] == {"mAP": 0.5, "weights_sha": None}
     assert rows[("a", 1)]["teacher"] == {"mAP": 0.4, "weights_sha": "ab"}
     assert "teacher" not in rows[("teacher", 0)]
+
+
+def test_spec_threads_fix_every_training_and_are_recorded(tmp_path):
+    spec = write_spec(tmp_path, "toy_threads", [{"name": "wide", "seeds": [0]}], threads=1)
+    run_experiment(spec, "--workers", "2")
+    with open(tmp_path / "toy_threads" / "results.json") as f:
+        results = json.load(f)
+    assert results["runs"][0]["threads"] == [1] and results["teacher"]["threads"] == [1]
+
+    bad = write_spec(tmp_path, "toy_bad_threads", [{"name": "wide", "seeds": [0]}], teacher=False, threads=0)
+    result = run_experiment(bad, check=False)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "\n" not in err and "'threads' must be an integer >= 1" in err
 
 
 def test_unreadable_results_file_is_one_line_error(tmp_path):
