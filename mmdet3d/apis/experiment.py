@@ -190,7 +190,7 @@ def teacher_run(spec):
 def teacher_identity(spec, teacher_metrics=None):
     """What the runs of ``spec`` start from: the teacher checkpoint's ``weights_sha`` and, when the spec trains it,
     its metrics; ``None`` without a teacher checkpoint. Recorded in every run, since retraining the teacher (a fresh
-    checkout) need not give the same weights."""
+    checkout at another thread count, other hardware) need not give the same weights."""
     checkpoint = teacher_checkpoint(spec)
     if not checkpoint or not os.path.isfile(checkpoint):
         return None
@@ -324,21 +324,40 @@ def summarize(results, metrics, reference):
 
 
 def teachers_note(rows, metrics):
-    """Lines naming the teachers the runs came from, when there were several (else none)."""
-    groups = {}
+    """Lines naming the teachers the runs came from: one line per teacher when there were several; one line when
+    some runs predate the recorded weights digest and are matched to the digest's teacher by equal metrics."""
+    digests = {}
     for row in rows:
         identity = row.get("teacher") or {}
-        key = (identity.get("weights_sha"),) + tuple(identity.get(m) for m in metrics[:2])
-        groups.setdefault(key, (identity, []))[1].append(f"{row['arm']} {row['seed']}")
+        if identity.get("weights_sha"):
+            digests.setdefault(_teacher_scores(identity, metrics), set()).add(identity["weights_sha"])
+    groups, matched = {}, []
+    for row in rows:
+        identity = row.get("teacher") or {}
+        scores, sha = _teacher_scores(identity, metrics), identity.get("weights_sha")
+        label = f"{row['arm']} {row['seed']}"
+        if sha is None and len(digests.get(scores, ())) == 1:
+            # Metrics equal in every recorded digit to a named teacher's: the same training, digest not yet kept.
+            sha = next(iter(digests[scores]))
+            matched.append(label)
+        groups.setdefault((scores, sha), (identity, sha, []))[2].append(label)
     if len(groups) < 2:
-        return []
-    lines = ["", f"The runs started from {len(groups)} trainings of the teacher (same config; a fresh checkout "
-             "retrains it and need not reach the same weights):"]
-    for identity, labels in groups.values():
+        if not matched:
+            return []
+        sha = next(iter(groups.values()))[1]
+        return ["", f"All runs started from one teacher (weights {sha}); {', '.join(matched)} recorded its metrics "
+                "but not its digest (the metrics are equal in every recorded digit)."]
+    lines = ["", f"The runs started from {len(groups)} trainings of the teacher (same config; a retraining at "
+             "another thread count or on other hardware can reach other weights):"]
+    for identity, sha, labels in groups.values():
         scores = ", ".join(f"{m} {identity[m]:.4f}" for m in metrics[:2] if identity.get(m) is not None)
-        name = f"weights {identity['weights_sha']}" if identity.get("weights_sha") else "weights not recorded"
-        lines.append(f"- {scores or 'unscored'} ({name}): {', '.join(labels)}")
+        lines.append(f"- {scores or 'unscored'} ({f'weights {sha}' if sha else 'weights not recorded'}): "
+                     f"{', '.join(labels)}")
     return lines
+
+
+def _teacher_scores(identity, metrics):
+    return tuple(identity.get(m) for m in metrics)
 
 
 def format_markdown(spec, table, teacher=None, failed=(), unfinished=(), rows=()):

@@ -235,6 +235,33 @@ def test_results_name_the_teachers_when_the_runs_came_from_several():
     assert "trainings of the teacher" not in exp.format_markdown(spec, table, rows=rows[:1])
 
 
+def test_rows_without_a_digest_join_the_teacher_with_equal_metrics():
+    from mmdet3d.apis import experiment as exp
+
+    spec = {"name": "toy", "metrics": ["mAP", "NDS"], "reference": "a"}
+    old = {"mAP": 0.5, "NDS": 0.6, "weights_sha": None}
+    rows = [{"arm": "a", "seed": 0, "metrics": {"mAP": 0.1, "NDS": 0.2}, "teacher": dict(old)},
+            {"arm": "b", "seed": 0, "metrics": {"mAP": 0.2, "NDS": 0.3}, "teacher": dict(old)},
+            {"arm": "a", "seed": 1, "metrics": {"mAP": 0.3, "NDS": 0.4},
+             "teacher": dict(old, weights_sha="00ff00ff00ff00ff")}]
+    table = exp.summarize(rows, spec["metrics"], "a")
+    text = exp.format_markdown(spec, table, rows=rows)
+    assert "trainings of the teacher" not in text
+    assert "All runs started from one teacher (weights 00ff00ff00ff00ff); a 0, b 0 recorded its metrics" in text
+
+    # a digest-less row whose metrics differ in one metric stays apart
+    rows[1]["teacher"]["NDS"] = 0.6000001
+    text = exp.format_markdown(spec, table, rows=rows)
+    assert "The runs started from 2 trainings of the teacher" in text
+    assert "(weights 00ff00ff00ff00ff): a 0, a 1" in text and "(weights not recorded): b 0" in text
+
+    # two digests with equal metrics: the digest-less row cannot be matched to either
+    rows[1]["teacher"] = dict(old, weights_sha="1111222233334444")
+    text = exp.format_markdown(spec, table, rows=rows)
+    assert "The runs started from 3 trainings of the teacher" in text
+    assert "(weights not recorded): a 0" in text
+
+
 def test_recorded_rows_without_a_teacher_name_the_recorded_one(tmp_path):
     from mmdet3d.apis import experiment as exp
 
